@@ -1,0 +1,486 @@
+"""CrewClient: the async REST client of one CrewAI AMP crew.
+
+It is the only code in crew-mcp that touches httpx2 for AMP calls, and every request goes through one
+choke point, :meth:`CrewClient._request`, which turns transport failures, non-2xx answers and malformed
+2xx bodies into the classes of :mod:`crew_mcp.errors`. Retries follow the AMP retry-safety rules:
+``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff`` and ``POST /resume``
+retry only when the request provably never reached the service or was refused before acting (429, 503),
+because a second kickoff costs the user money.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, TypeVar
+
+import anyio
+import httpx2
+import stamina
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from .errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigError,
+    InvalidInputError,
+    NotFoundError,
+    status_error,
+)
+from .models import (
+    ExecutionStatus,
+    InputsResponse,
+    KickoffResponse,
+    ResumeRequest,
+    ResumeResponse,
+    WebhookUrls,
+    encode_inputs,
+    normalize_status,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUTS",
+    "MAX_RETRY_AFTER",
+    "REQUEST_ID_META_KEY",
+    "CrewClient",
+    "KickoffResult",
+    "StatusPathMode",
+    "Timeouts",
+    "validate_kickoff_id",
+]
+
+logger = logging.getLogger("crew_mcp.client")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed for each phase of a call; ``total`` bounds the whole call including retries."""
+
+    connect: float
+    read: float
+    write: float
+    total: float
+
+
+DEFAULT_TIMEOUTS = Timeouts(connect=5.0, read=30.0, write=30.0, total=60.0)
+DEFAULT_MAX_RETRIES = 4
+MAX_RETRY_AFTER = 30.0
+REQUEST_ID_META_KEY = "crew_mcp_request_id"
+
+StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
+_STATUS_PATHS: tuple[str, str] = ("/status/{kickoff_id}", "/{kickoff_id}/status")
+
+# Backoff between retries of safe calls: 0.5 s, 1 s, 2 s, ... capped, plus up to 1 s of jitter.
+_WAIT_INITIAL = 0.5
+_WAIT_MAX = 8.0
+_WAIT_JITTER = 1.0
+_EXCERPT_CHARS = 200
+_KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Never reached the service, so even a POST may be sent again.
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+# Refused before acting, so even a POST may be sent again.
+_REFUSED = frozenset({429, 503})
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class KickoffResult(NamedTuple):
+    """What a kickoff returns: AMP's ``kickoff_id`` and the client request id sent in ``meta``."""
+
+    kickoff_id: str
+    request_id: str
+
+
+def validate_kickoff_id(kickoff_id: str) -> str:
+    """Return ``kickoff_id`` unchanged when it is safe to put in a URL path.
+
+    Raises:
+        InvalidInputError: it is empty, too long, ``.``/``..``, or has characters outside ``A-Za-z0-9_.:-``.
+    """
+    if not isinstance(kickoff_id, str) or kickoff_id in {".", ".."} or not _KICKOFF_ID_RE.fullmatch(kickoff_id):
+        shown = repr(kickoff_id)[:60]
+        raise InvalidInputError(
+            f"{shown} is not a valid kickoff_id: use the id returned by kickoff "
+            "(1-128 characters: letters, digits, '_', '.', ':', '-')."
+        )
+    return kickoff_id
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), capped at MAX_RETRY_AFTER."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class CrewClient:
+    """Async client of one AMP crew: ``inputs``, ``kickoff``, ``status``, ``resume`` and ``health``.
+
+    One pooled :class:`httpx2.AsyncClient` serves the client's whole life; close it with :meth:`aclose`
+    or ``async with``. ``transport`` replaces the network (``httpx2.ASGITransport``, ``httpx2.MockTransport``).
+
+    Raises:
+        ConfigError: ``base_url`` is not an http(s) URL, or ``status_path``/``max_retries`` is invalid.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        name: str | None = None,
+        status_path: StatusPathMode = "auto",
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = httpx2.URL(base_url)
+        if url.scheme not in {"http", "https"} or not url.host:
+            raise ConfigError(
+                f"Crew {name!r}: the base URL must be an http(s) URL such as https://my-crew.crewai.com "
+                f"(got scheme {url.scheme!r})."
+            )
+        if status_path != "auto" and status_path not in _STATUS_PATHS:
+            raise ConfigError(f"Crew {name!r}: status_path must be 'auto' or one of {', '.join(_STATUS_PATHS)}.")
+        if max_retries < 0:
+            raise ConfigError(f"Crew {name!r}: max_retries must be 0 or more.")
+        self.name = name
+        self._token = token or None
+        self._mode: StatusPathMode = status_path
+        self._learned: str | None = None
+        self._probe_lock = anyio.Lock()
+        self._timeouts = timeouts
+        self._max_retries = max_retries
+        self._origin = f"{url.scheme}://{url.netloc.decode('ascii').rpartition('@')[2]}"
+        headers = {"User-Agent": f"crew-mcp/{__version__}", "Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self._http = httpx2.AsyncClient(
+            base_url=url.copy_with(query=None, fragment=None),
+            headers=headers,
+            timeout=httpx2.Timeout(
+                connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.connect
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> CrewClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._http.aclose()
+
+    @property
+    def learned_status_path(self) -> str | None:
+        """The status path template this crew answered 200 on (auto mode), or the configured one."""
+        return self._mode if self._mode != "auto" else self._learned
+
+    # ------------------------------------------------------------------------------------------ the API
+
+    async def inputs(self) -> list[str]:
+        """The crew's required input names (``GET /inputs``).
+
+        Raises:
+            CrewAPIError: a subclass for the failure: connection, timeout, status or malformed body.
+        """
+        with self._deadline("GET", "/inputs") as deadline:
+            response = await self._send("GET", "/inputs", safe=True, deadline=deadline)
+        return self._model(response, InputsResponse, "GET", "/inputs").inputs
+
+    async def kickoff(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        meta: Mapping[str, Any] | None = None,
+        webhooks: WebhookUrls | None = None,
+        request_id: str | None = None,
+    ) -> KickoffResult:
+        """Start a run (``POST /kickoff``); the request id is sent as ``meta["crew_mcp_request_id"]``.
+
+        Raises:
+            InvalidInputError: an input value cannot be encoded (nothing was sent).
+            UnprocessableEntityError: required inputs are missing (see ``missing_inputs``).
+            CrewAPIError: another failure; a kickoff is never sent twice unless it provably never arrived.
+        """
+        merged = dict(meta or {})
+        given = merged.get(REQUEST_ID_META_KEY)
+        rid = request_id or (given if isinstance(given, str) and given else uuid.uuid4().hex)
+        merged[REQUEST_ID_META_KEY] = rid
+        body: dict[str, Any] = {"inputs": encode_inputs(dict(inputs)), "meta": merged}
+        if webhooks is not None:
+            body.update(webhooks.wire())
+        with self._deadline("POST", "/kickoff") as deadline:
+            response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
+        parsed = self._model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
+        return KickoffResult(kickoff_id=parsed.kickoff_id, request_id=rid)
+
+    async def status(self, kickoff_id: str) -> ExecutionStatus:
+        """The normalized status of one run; ``state=not_found`` when the crew does not know the id.
+
+        Raises:
+            InvalidInputError: ``kickoff_id`` is malformed (nothing was sent).
+            CrewAPIError: a subclass for any other failure.
+        """
+        validate_kickoff_id(kickoff_id)
+        with self._deadline("GET", "/status") as deadline:
+            known = self.learned_status_path
+            if known is not None:
+                return await self._status_at(known, kickoff_id, deadline, probing=False)
+            async with self._probe_lock:
+                if self._learned is None:
+                    return await self._probe_status(kickoff_id, deadline)
+            return await self._status_at(self._learned, kickoff_id, deadline, probing=False)
+
+    async def resume(
+        self,
+        kickoff_id: str,
+        *,
+        task_id: str,
+        feedback: str,
+        approve: bool,
+        webhooks: WebhookUrls | None = None,
+    ) -> ResumeResponse:
+        """Approve or reject a paused task (``POST /resume``); webhook URLs must be sent again every time.
+
+        Raises:
+            InvalidInputError: ``kickoff_id`` is malformed (nothing was sent).
+            BadRequestError: the run is not waiting for human input.
+            CrewAPIError: a subclass for any other failure.
+        """
+        validate_kickoff_id(kickoff_id)
+        request = ResumeRequest(kickoff_id=kickoff_id, task_id=task_id, human_feedback=feedback, is_approve=approve)
+        body = request.model_dump(by_alias=True, exclude_none=True)
+        if webhooks is not None:
+            body.update(webhooks.wire())
+        with self._deadline("POST", "/resume") as deadline:
+            response = await self._send("POST", "/resume", body=body, safe=False, deadline=deadline)
+        return self._model(response, ResumeResponse, "POST", "/resume")
+
+    async def health(self) -> str:
+        """The body of ``GET /`` (``Healthy``): a cheap check of the URL and the token.
+
+        Raises:
+            APIResponseValidationError: the answer is an HTML page or empty (probably the wrong URL).
+            CrewAPIError: a subclass for any other failure.
+        """
+        with self._deadline("GET", "/") as deadline:
+            response = await self._send("GET", "", safe=True, deadline=deadline)
+        text = response.text.strip()
+        if "json" in response.headers.get("content-type", ""):
+            with contextlib.suppress(ValueError):
+                value = json.loads(text)
+                text = value.strip() if isinstance(value, str) else text
+        if not text or text.startswith("<") or "html" in response.headers.get("content-type", ""):
+            raise self._invalid(response, "GET", "/", "is not a health answer (is the base URL the crew's URL?)")
+        return text
+
+    # ---------------------------------------------------------------------------------------- internals
+
+    async def _probe_status(self, kickoff_id: str, deadline: float) -> ExecutionStatus:
+        """Auto mode's first status call: try each path once, remember the first that answers 200."""
+        json_404 = False
+        last: NotFoundError | None = None
+        for template in _STATUS_PATHS:
+            try:
+                status = await self._status_at(template, kickoff_id, deadline, probing=True)
+            except NotFoundError as exc:
+                json_404 = json_404 or bool(exc.body)
+                last = exc
+                continue
+            self._learned = template
+            return status
+        assert last is not None  # both paths were tried and each raised NotFoundError
+        if json_404:
+            return normalize_status(kickoff_id, {"state": "NOT FOUND", **last.body})
+        raise last
+
+    async def _status_at(self, template: str, kickoff_id: str, deadline: float, *, probing: bool) -> ExecutionStatus:
+        path = template.format(kickoff_id=kickoff_id)
+        try:
+            response = await self._send("GET", path, safe=True, deadline=deadline)
+        except NotFoundError as exc:
+            if probing or not exc.body:
+                raise
+            return normalize_status(kickoff_id, {"state": "NOT FOUND", **exc.body})
+        body = self._json(response, "GET", path)
+        if not isinstance(body, dict):
+            raise self._invalid(response, "GET", path, "is not a JSON object")
+        return normalize_status(kickoff_id, body)
+
+    @contextlib.contextmanager
+    def _deadline(self, method: str, path: str) -> Iterator[float]:
+        """Bound a whole call, retries included, by ``timeouts.total``."""
+        try:
+            with anyio.fail_after(self._timeouts.total) as scope:
+                yield scope.deadline
+        except TimeoutError:
+            raise APITimeoutError(
+                f"{method} {path} on {self._where} took longer than {self._timeouts.total:g} s in total "
+                "(retries included); the crew may be overloaded, try again later",
+                crew=self.name,
+                method=method,
+                path=path,
+            ) from None
+
+    async def _send(
+        self, method: str, path: str, *, body: dict[str, Any] | None = None, safe: bool, deadline: float
+    ) -> httpx2.Response:
+        """Send through :meth:`_request` with retries allowed by the call's retry safety."""
+
+        def retry_hook(exc: Exception) -> bool | float:
+            if isinstance(exc, APIStatusError):
+                if not (exc.status_code in _REFUSED or (safe and exc.status_code >= 500)):
+                    return False
+                wait = exc.retry_after
+            elif isinstance(exc, APIConnectionError):
+                if not safe and exc.sent:
+                    return False
+                wait = None
+            else:
+                return False
+            if wait is None:
+                return True
+            # A wait that outlasts the total budget would only turn a clear 429/503 into a timeout.
+            return wait if anyio.current_time() + wait < deadline else False
+
+        async for attempt in stamina.retry_context(
+            on=retry_hook,
+            attempts=self._max_retries + 1,
+            timeout=None,
+            wait_initial=_WAIT_INITIAL,
+            wait_max=_WAIT_MAX,
+            wait_jitter=_WAIT_JITTER,
+        ):
+            with attempt:
+                return await self._request(method, path, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx2.Response:
+        """The one place that talks HTTP: returns a 2xx response or raises a :mod:`crew_mcp.errors` class."""
+        where = self._where
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            try:
+                response = await self._http.request(method, path, json=body)
+            except _NOT_SENT as exc:
+                cls = APIConnectionError if isinstance(exc, httpx2.ConnectError) else APITimeoutError
+                raise cls(
+                    f"{method} {path or '/'}: could not connect to {where} at {self._origin} "
+                    f"({type(exc).__name__}); check the crew URL and the network",
+                    sent=False,
+                    crew=self.name,
+                    method=method,
+                    path=path or "/",
+                ) from None
+            except httpx2.TimeoutException as exc:
+                raise APITimeoutError(
+                    f"{method} {path or '/'}: {where} did not answer in time ({type(exc).__name__})",
+                    crew=self.name,
+                    method=method,
+                    path=path or "/",
+                ) from None
+            except httpx2.HTTPError as exc:
+                raise APIConnectionError(
+                    f"{method} {path or '/'}: the connection to {where} failed after sending "
+                    f"({type(exc).__name__}: {self._redact(str(exc))[:_EXCERPT_CHARS]})",
+                    crew=self.name,
+                    method=method,
+                    path=path or "/",
+                ) from None
+            outcome = str(response.status_code)
+            if response.is_success:
+                return response
+            raise status_error(
+                response.status_code,
+                self._error_body(response),
+                crew=self.name,
+                method=method,
+                path=path or "/",
+                retry_after=_parse_retry_after(response.headers.get("retry-after")),
+            )
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            logger.debug("%s %s %s %s %.1fms", self.name or "-", method, path or "/", outcome, ms)
+
+    @property
+    def _where(self) -> str:
+        return f"crew {self.name!r}" if self.name else "the crew"
+
+    def _redact(self, value: Any) -> Any:
+        """Remove the token from text the service sent back (an echoing proxy must not leak it)."""
+        if not self._token:
+            return value
+        if isinstance(value, str):
+            return value.replace(self._token, "***")
+        if isinstance(value, dict):
+            return {self._redact(k): self._redact(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact(v) for v in value]
+        return value
+
+    def _error_body(self, response: httpx2.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return self._redact(body) if isinstance(body, dict) else {}
+
+    def _excerpt(self, response: httpx2.Response) -> str:
+        text = " ".join(response.text.split())
+        return str(self._redact(text))[:_EXCERPT_CHARS]
+
+    def _invalid(self, response: httpx2.Response, method: str, path: str, why: str) -> APIResponseValidationError:
+        excerpt = self._excerpt(response)
+        return APIResponseValidationError(
+            f"{method} {path} on {self._where} answered HTTP {response.status_code} but the body {why}: {excerpt!r}",
+            status_code=response.status_code,
+            body_excerpt=excerpt,
+            crew=self.name,
+            method=method,
+            path=path,
+        )
+
+    def _json(self, response: httpx2.Response, method: str, path: str, note: str = "") -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self._invalid(response, method, path, f"is not JSON{note}") from None
+
+    def _model(self, response: httpx2.Response, model: type[_M], method: str, path: str, note: str = "") -> _M:
+        body = self._json(response, method, path, note)
+        try:
+            return model.model_validate(body)
+        except ValidationError:
+            raise self._invalid(response, method, path, f"is not a valid {model.__name__}{note}") from None
