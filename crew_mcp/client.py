@@ -296,7 +296,7 @@ class CrewClient:
         """
         with self._deadline("GET", "/") as deadline:
             response = await self._send("GET", "", safe=True, deadline=deadline)
-        text = response.text.strip()
+        text = str(self._redact(response.text.strip()))
         if "json" in response.headers.get("content-type", ""):
             with contextlib.suppress(ValueError):
                 value = json.loads(text)
@@ -474,7 +474,7 @@ class CrewClient:
 
     def _json(self, response: httpx2.Response, method: str, path: str, note: str = "") -> Any:
         try:
-            return response.json()
+            return self._redact(response.json())
         except ValueError:
             raise self._invalid(response, method, path, f"is not JSON{note}") from None
 
