@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -35,20 +35,20 @@ def require_redis() -> int:
 
 
 @pytest.fixture
-async def ledger_redis_url() -> AsyncIterator[str]:
-    """A redis:// ledger URL with a key prefix unique to this test; every key under it is deleted afterwards."""
+def ledger_redis_url() -> Iterator[str]:
+    """A redis:// ledger URL with a key prefix unique to this test; every key under it is deleted afterwards.
+
+    Synchronous on purpose, so async fixtures can request it with ``request.getfixturevalue``.
+    """
     port = require_redis()
     prefix = f"crew-mcp-test:{uuid.uuid4().hex}:"
     yield f"redis://127.0.0.1:{port}/0?prefix={prefix}"
-    import redis.asyncio
+    import redis
 
-    client = redis.asyncio.Redis(host="127.0.0.1", port=port, db=0)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+    with redis.Redis(host="127.0.0.1", port=port, db=0) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+            client.delete(*keys)
 
 
 # ================================================================================ end ledger fixtures

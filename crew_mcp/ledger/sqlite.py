@@ -1,0 +1,397 @@
+"""The default ledger: one SQLite file, safe to share between processes.
+
+The stdlib ``sqlite3`` runs in a worker thread (``anyio.to_thread``) behind one connection and a lock, so
+the event loop never waits on disk. The file is in WAL mode with ``synchronous=FULL`` (a confirmed
+kickoff_id survives a crash or a power cut), writers take the lock up front with ``BEGIN IMMEDIATE`` and
+wait ``busy_timeout`` for each other, and a still-busy write is retried a bounded number of times.
+
+Each record is one row: indexed copies of the fields listings filter on, plus ``data``, the whole record
+as JSON (what is read back, so records round-trip exactly). The schema version is ``PRAGMA user_version``;
+:func:`migrate` brings older files up to date when the ledger opens them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from pydantic import ValidationError
+
+from crew_mcp.errors import LedgerError
+from crew_mcp.ledger import (
+    Decision,
+    RunRecord,
+    apply_confirm,
+    apply_decision,
+    apply_failed,
+    apply_pending,
+    apply_status,
+    check_prune_args,
+    is_pending_approval,
+    micros,
+    utcnow,
+)
+from crew_mcp.models import ExecutionStatus, PendingHumanInput
+
+__all__ = ["DEFAULT_BUSY_RETRIES", "DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteLedger", "migrate"]
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+"""Seconds a statement waits for another process's write lock before SQLite reports it busy."""
+DEFAULT_BUSY_RETRIES = 3
+"""How many times a write that still found the file busy is retried (after a short pause)."""
+
+_T = TypeVar("_T")
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_COLUMNS = "request_id, kickoff_id, owner, conversation_id, crew, state, created_at, updated_at, data"
+_ORDER = "ORDER BY created_at DESC, request_id DESC"
+
+
+# ------------------------------------------------------------------------------------------ migrations
+
+
+def _v1_create_runs(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE runs ("
+        " request_id TEXT PRIMARY KEY, kickoff_id TEXT UNIQUE, owner TEXT NOT NULL,"
+        " conversation_id TEXT NOT NULL, crew TEXT NOT NULL, state TEXT NOT NULL,"
+        " created_at INTEGER NOT NULL, data TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX runs_by_conversation ON runs (owner, conversation_id, created_at)")
+
+
+def _v2_add_updated_at(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE runs ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0")
+    rows = conn.execute("SELECT request_id, data FROM runs").fetchall()
+    conn.executemany(
+        "UPDATE runs SET updated_at = ? WHERE request_id = ?",
+        [(micros(datetime.fromisoformat(json.loads(data)["updated_at"])), rid) for rid, data in rows],
+    )
+    conn.execute("CREATE INDEX runs_by_owner ON runs (owner, created_at)")
+    conn.execute("CREATE INDEX runs_by_state ON runs (owner, state, created_at)")
+    conn.execute("CREATE INDEX runs_by_created ON runs (created_at)")
+    conn.execute("CREATE INDEX runs_by_updated ON runs (updated_at)")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_create_runs, _v2_add_updated_at)
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The ``PRAGMA user_version`` this code writes; step ``n`` of the migrations moves a file from ``n`` to ``n+1``."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file's schema to :data:`SCHEMA_VERSION` in one transaction; return the version found.
+
+    Safe when several processes open a new file at once: the version is re-read under the write lock.
+
+    Raises:
+        LedgerError: the file was written by a newer crew-mcp.
+        sqlite3.Error: the file could not be read or written.
+    """
+    found = _user_version(conn)
+    if found == SCHEMA_VERSION:
+        return found
+    _check_version(found)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = _user_version(conn)
+        _check_version(found)
+        for step in _MIGRATIONS[found:]:
+            step(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+    return found
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_version(found: int) -> None:
+    if found > SCHEMA_VERSION:
+        raise LedgerError(
+            f"The ledger file has schema version {found}, newer than this crew-mcp understands ({SCHEMA_VERSION}); "
+            "upgrade crew-mcp or point it at another ledger file."
+        )
+
+
+# ----------------------------------------------------------------------------------------------- ledger
+
+
+class SqliteLedger:
+    """The :class:`~crew_mcp.ledger.Ledger` in one SQLite file (opened and migrated on first use).
+
+    Args:
+        path: the database file; its directory is created, and a new file is made readable by its owner only
+            (records hold inputs and webhook secrets).
+        busy_timeout: seconds to wait for another process's write lock.
+        busy_retries: further attempts of a write that still found the file busy.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        busy_retries: int = DEFAULT_BUSY_RETRIES,
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._busy_retries = busy_retries
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteLedger({str(self.path)!r})"
+
+    # -------------------------------------------------------------------------------------- writes
+
+    async def create(self, record: RunRecord) -> None:
+        """Store a new record; a duplicate request_id or kickoff_id raises LedgerError."""
+        await self.create_many([record])
+
+    async def create_many(self, records: Iterable[RunRecord]) -> None:
+        """Store many new records in one transaction (bulk import); all or none are stored."""
+        rows = [_row(r) for r in records]
+        await self._write(lambda conn: _insert(conn, rows))
+
+    async def confirm(self, request_id: str, kickoff_id: str) -> RunRecord:
+        """Attach the kickoff_id and move the record to ``running``; an unknown request_id raises LedgerError."""
+        return await self._write(
+            lambda c: _update(c, _by_request(c, request_id), lambda r: apply_confirm(r, kickoff_id, utcnow()))
+        )
+
+    async def mark_failed(self, request_id: str, error: str) -> None:
+        """Mark the record ``kickoff_failed``; an unknown request_id raises LedgerError."""
+        await self._write(lambda c: _update(c, _by_request(c, request_id), lambda r: apply_failed(r, error, utcnow())))
+
+    async def save_status(self, kickoff_id: str, status: ExecutionStatus) -> RunRecord | None:
+        """Store the last fetched status (see :func:`~crew_mcp.ledger.apply_status`)."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_status(r, status, utcnow()))
+
+    async def set_pending(self, kickoff_id: str, pending: PendingHumanInput | None) -> RunRecord | None:
+        """Set or clear the pending human input."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_pending(r, pending, utcnow()))
+
+    async def add_decision(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
+        """Append a decision and clear the pending human input."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_decision(r, decision, utcnow()))
+
+    async def prune(self, *, max_age: timedelta, max_count: int) -> int:
+        """Delete records not updated within ``max_age`` and all but the newest ``max_count``."""
+        check_prune_args(max_age, max_count)
+        cutoff = micros(utcnow() - max_age)
+
+        def prune(conn: sqlite3.Connection) -> int:
+            old = conn.execute("DELETE FROM runs WHERE updated_at < ?", (cutoff,)).rowcount
+            surplus = conn.execute(
+                f"DELETE FROM runs WHERE request_id IN (SELECT request_id FROM runs {_ORDER} LIMIT -1 OFFSET ?)",  # noqa: S608 - constant SQL
+                (max_count,),
+            ).rowcount
+            return int(old + surplus)
+
+        return await self._write(prune)
+
+    async def aclose(self) -> None:
+        """Close the connection; the ledger is unusable afterwards."""
+        await anyio.to_thread.run_sync(self._close)
+
+    # --------------------------------------------------------------------------------------- reads
+
+    async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
+        """The record of a run, or None (also when it belongs to another owner)."""
+        row = await self._read(
+            lambda c: c.execute("SELECT owner, data FROM runs WHERE kickoff_id = ?", (kickoff_id,)).fetchone()
+        )
+        if row is None or (owner is not None and row[0] != owner):
+            return None
+        return _load(row[1])
+
+    async def list(
+        self,
+        *,
+        owner: str,
+        conversation_id: str | None = None,
+        crew: str | None = None,
+        state: str | None = None,
+        limit: int = 20,
+    ) -> builtins.list[RunRecord]:
+        """The owner's records, newest first, filtered by conversation, crew and state."""
+        if limit <= 0:
+            return []
+        where, args = ["owner = ?"], [owner]
+        for column, value in (("conversation_id", conversation_id), ("crew", crew), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        sql = f"SELECT data FROM runs WHERE {' AND '.join(where)} {_ORDER} LIMIT ?"  # noqa: S608 - fixed columns, bound values
+        rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [_load(data) for (data,) in rows]
+
+    async def latest(self, *, owner: str, conversation_id: str) -> RunRecord | None:
+        """The newest record of one conversation."""
+        found = await self.list(owner=owner, conversation_id=conversation_id, limit=1)
+        return found[0] if found else None
+
+    async def pending_approvals(self, *, owner: str) -> builtins.list[RunRecord]:
+        """Records waiting for a human decision, newest first."""
+        waiting = await self.list(owner=owner, state="waiting_for_human", limit=sys.maxsize)
+        return [r for r in waiting if is_pending_approval(r)]
+
+    # ----------------------------------------------------------------------------- thread plumbing
+
+    async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await anyio.to_thread.run_sync(self._call, op, False)
+
+    async def _write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await anyio.to_thread.run_sync(self._call, op, True)
+
+    async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
+        def update(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute("SELECT request_id, data FROM runs WHERE kickoff_id = ?", (kickoff_id,)).fetchone()
+            return None if row is None else _update(conn, row, change)
+
+        return await self._write(update)
+
+    def _call(self, op: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
+        """Run ``op`` on the connection (in a transaction when ``write``), retrying while the file is busy."""
+        with self._lock:
+            for attempt in range(self._busy_retries + 1):
+                try:
+                    conn = self._connection()
+                    return _transaction(conn, op) if write else op(conn)
+                except sqlite3.Error as exc:
+                    if _busy(exc) and attempt < self._busy_retries:
+                        time.sleep(0.05 * 2**attempt)
+                        continue
+                    raise self._error(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerError(f"The SQLite ledger {self.path} is closed.")
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise LedgerError(f"Cannot create the SQLite ledger {self.path}: {exc.strerror or exc}.") from None
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(f"The SQLite ledger {self.path} cannot use WAL mode (got {mode!r}).")
+            conn.execute("PRAGMA synchronous = FULL")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        if _busy(exc):
+            return LedgerError(
+                f"The SQLite ledger {self.path} stayed locked by another process for over "
+                f"{self._busy_timeout:g} s ({self._busy_retries + 1} attempts): {exc}."
+            )
+        return LedgerError(f"The SQLite ledger {self.path} failed: {exc}.")
+
+
+# ------------------------------------------------------------------------------------------ statements
+
+
+def _row(record: RunRecord) -> tuple[Any, ...]:
+    return (
+        record.request_id,
+        record.kickoff_id,
+        record.owner,
+        record.conversation_id,
+        record.crew,
+        record.state.value,
+        micros(record.created_at),
+        micros(record.updated_at),
+        record.model_dump_json(),
+    )
+
+
+def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    try:
+        conn.executemany(f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # noqa: S608 - constant SQL
+    except sqlite3.IntegrityError as exc:
+        raise _duplicate(exc) from None
+
+
+def _by_request(conn: sqlite3.Connection, request_id: str) -> tuple[str, str]:
+    row = conn.execute("SELECT request_id, data FROM runs WHERE request_id = ?", (request_id,)).fetchone()
+    if row is None:
+        raise LedgerError(f"No run record with request id {request_id!r}.")
+    return row[0], row[1]
+
+
+def _update(conn: sqlite3.Connection, row: tuple[str, str], change: Callable[[RunRecord], RunRecord]) -> RunRecord:
+    updated = change(_load(row[1]))
+    try:
+        conn.execute(
+            "UPDATE runs SET kickoff_id = ?, state = ?, updated_at = ?, data = ? WHERE request_id = ?",
+            (updated.kickoff_id, updated.state.value, micros(updated.updated_at), updated.model_dump_json(), row[0]),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise _duplicate(exc) from None
+    return updated
+
+
+def _transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], _T]) -> _T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = op(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
+
+
+def _duplicate(exc: sqlite3.IntegrityError) -> LedgerError:
+    what = "kickoff id" if "kickoff_id" in str(exc) else "request id"
+    return LedgerError(f"A run record with this {what} already exists ({exc}).")
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _load(data: str) -> RunRecord:
+    try:
+        return RunRecord.model_validate_json(data)
+    except ValidationError as exc:
+        raise LedgerError(f"The SQLite ledger holds an unreadable record: {exc}") from None
