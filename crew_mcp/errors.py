@@ -6,6 +6,7 @@ Every exception carries a message a person (or a model) can act on, and none eve
 CrewMCPError
 ├── ConfigError                      bad configuration (file, crew and field named)
 ├── InvalidInputError                a value crew-mcp refuses before any request (kickoff_id, inputs)
+├── UsageError                       a request that cannot be served as asked; the message says what to do
 ├── LedgerError                      the run ledger's backend failed or refused
 └── CrewAPIError                     anything that went wrong talking to an AMP crew
     ├── APIConnectionError           the request never got an answer (DNS, refused, reset)
@@ -45,6 +46,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
+    "UsageError",
     "status_error",
 ]
 
@@ -59,6 +61,13 @@ class ConfigError(CrewMCPError):
 
 class InvalidInputError(CrewMCPError, ValueError):
     """A value was refused before any request was sent (a malformed kickoff_id, an unencodable input)."""
+
+
+class UsageError(CrewMCPError):
+    """A request that cannot be served as asked (unknown crew, missing inputs, run not waiting, ...).
+
+    The message is a complete sentence telling the caller (often a model) what to do instead.
+    """
 
 
 class LedgerError(CrewMCPError):

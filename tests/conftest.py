@@ -9,6 +9,26 @@ from collections.abc import Iterator
 
 import pytest
 
+# ===================================================================================== async runner
+# Every coroutine test runs under anyio's pytest plugin (it ships with anyio). Unlike pytest-asyncio, it runs
+# an async fixture's setup and teardown in one task, which the MCP server's lifespan task groups require.
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark every coroutine test for anyio before anyio's own collection hook looks for the marker."""
+    import inspect
+
+    is_test = isinstance(collector, pytest.Module | pytest.Class) and collector.istestfunction(obj, name)
+    if is_test and inspect.iscoroutinefunction(obj):
+        pytest.mark.anyio(obj)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 # ==================================================================================== ledger fixtures
 # Owned by the run-ledger tests (tests/test_ledger_*.py). They use a real Redis on 127.0.0.1
 # (scripts/ensure-redis): without one the Redis tests skip locally and FAIL when CI is set.
@@ -52,3 +72,34 @@ def ledger_redis_url() -> Iterator[str]:
 
 
 # ================================================================================ end ledger fixtures
+
+
+# ================================================================================= simulator fixtures
+# Owned by the simulator tests (tests/test_simulator*.py); usable by anyone who needs a fake AMP in-process.
+# httpx2.ASGITransport does NOT run the ASGI lifespan: with clock="manual" none is needed (advance() moves
+# time and delivers webhooks). For the wall clock, or real sockets, use crew_mcp.simulator.serve_simulator.
+
+from collections.abc import AsyncIterator  # noqa: E402
+
+import httpx2  # noqa: E402 - kept inside this block on purpose
+
+from crew_mcp.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """The built-in crews on a manual clock (time moves only on ``await sim.advance(s)``)."""
+    async with Simulator(clock="manual") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def sim_client(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
+    """An in-process client of ``sim`` at ``http://sim`` with the right bearer token; a crew's base is ``/{name}``."""
+    transport = httpx2.ASGITransport(app=sim.app)
+    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=headers) as client:
+        yield client
+
+
+# ============================================================================= end simulator fixtures

@@ -1,0 +1,66 @@
+"""Streamable HTTP: the MCP endpoint at ``/mcp``, ``/healthz``, and the webhook receiver.
+
+Both protocol eras are served: 2025-11-25 clients get stateful sessions (``Mcp-Session-Id``), 2026-07-28
+clients send self-contained requests. Only loopback addresses are bound until remote authentication
+exists (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from . import __version__
+from .server import Runtime, build_server
+from .settings import Settings
+from .webhooks import webhook_routes
+
+__all__ = ["build_app", "serve_http"]
+
+
+def build_app(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> Starlette:
+    """The ASGI app of ``crew-mcp serve --http``.
+
+    Webhooks are offered to crews only when they can reach this server: with a configured public URL,
+    or when every crew is local (the built-in simulator).
+    """
+    runtime = Runtime()
+    local_base = f"http://{host}:{port}" if port else None
+    webhook_base = local_base if settings.simulated else None
+    mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
+
+    async def healthz(_: Request) -> Response:
+        ready = runtime.service is not None
+        return JSONResponse(
+            {"status": "ok" if ready else "starting", "version": __version__}, status_code=200 if ready else 503
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            yield
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), *webhook_routes(runtime), Mount("/", app=mcp_app)]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve_http(settings: Settings, *, host: str, port: int) -> None:
+    """Run the HTTP server until interrupted (uvicorn, one process)."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    app = build_app(settings, host=host, port=bound)
+    print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,605 @@
+"""What crew-mcp does, independent of MCP: the MCP tools, the resources and the CLI all call this.
+
+Errors leave as :class:`UsageError` (a sentence saying what to do) or are translated by :func:`explain`
+from the client's and the ledger's exceptions, so every caller can show them as they are.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from . import errors as e
+from .client import validate_kickoff_id
+from .crews import Crew, CrewRegistry, InputInfo
+from .ledger import Decision, Ledger, RecordState, RunRecord, run_retention
+from .models import ExecutionState, ExecutionStatus, WebhookUrls, encode_input_value
+from .settings import Settings
+from .views import (
+    ApprovalList,
+    ApprovalView,
+    CrewInputs,
+    CrewList,
+    CrewSummary,
+    ExecutionList,
+    ResumeView,
+    RunView,
+    execution_uri,
+)
+from .watch import POLL_INITIAL, StatusHub
+
+__all__ = ["Caller", "CrewService", "explain", "local_owner"]
+
+log = logging.getLogger("crew_mcp.service")
+
+OnUpdate = Callable[[ExecutionStatus], Awaitable[None]]
+_T = TypeVar("_T")
+DEFAULT_CONVERSATION = "default"
+
+
+def local_owner() -> str:
+    """The owner of records made without an authenticated principal: the local OS user."""
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "local:user"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the record owner, the conversation, and whether a human or a model decides."""
+
+    owner: str
+    conversation_id: str = DEFAULT_CONVERSATION
+    by: Literal["model", "human"] = "model"
+    via: str = "tool"
+
+
+# ------------------------------------------------------------------------------------------ explanations
+
+
+def explain(exc: Exception, *, crew: str | None = None, action: str = "call") -> str:
+    """One actionable sentence for any error crew-mcp can meet; never contains a secret."""
+    name = f"crew {crew!r}" if crew else "the crew"
+    if isinstance(exc, e.UsageError | e.InvalidInputError | e.ConfigError):
+        return str(exc)
+    if isinstance(exc, e.LedgerError):
+        return f"crew-mcp's run ledger is unavailable ({exc}). The crew itself is unaffected; ask the user to check it."
+    if isinstance(exc, e.AuthenticationError | e.PermissionDeniedError):
+        return (
+            f"{name} refused crew-mcp's token (HTTP {exc.status_code}). This is a configuration problem you cannot fix "
+            "from chat: ask the user to check the crew's token in the crew-mcp configuration (`crew-mcp doctor`)."
+        )
+    if isinstance(exc, e.UnprocessableEntityError) and exc.missing_inputs:
+        return f"{name} says required inputs are missing: {', '.join(exc.missing_inputs)}. Call list_inputs."
+    if isinstance(exc, e.RateLimitError):
+        wait = f" about {int(exc.retry_after)} s" if exc.retry_after else " a minute"
+        return f"{name} is rate limiting crew-mcp; wait{wait} and try again."
+    if isinstance(exc, e.APIResponseValidationError):
+        return (
+            f"{name} answered with something that is not the CrewAI AMP API (HTTP {exc.status_code}). "
+            "Ask the user to check the crew's URL in the crew-mcp configuration."
+        )
+    if isinstance(exc, e.APIConnectionError):
+        kind = "timed out" if isinstance(exc, e.APITimeoutError) else "could not be reached"
+        return f"{name} {kind} after retries while trying to {action}. Try again in a minute."
+    if isinstance(exc, e.APIStatusError):
+        said = exc.body.get("message") or exc.body.get("error") or ""
+        said = f" ({said})" if said else ""
+        return f"{name} failed to {action} with HTTP {exc.status_code}{said}."
+    return f"crew-mcp could not {action}: {exc}"
+
+
+def _kickoff_failure(exc: e.CrewAPIError, crew: str, request_id: str) -> str:
+    """Explain a failed kickoff, saying whether the run might have started anyway."""
+    uncertain = (isinstance(exc, e.APIConnectionError) and exc.sent) or (
+        isinstance(exc, e.APIStatusError) and exc.status_code >= 500 and exc.status_code != 503
+    )
+    base = explain(exc, crew=crew, action="start the run")
+    if uncertain:
+        return (
+            f"{base} The request may have reached the crew, so a run may have started; it was not retried to avoid "
+            f"paying twice. It is recorded as request {request_id}: check list_executions before starting again."
+        )
+    return base + " No run was started."
+
+
+# ----------------------------------------------------------------------------------------------- service
+
+
+class CrewService:
+    """The operations behind every tool, resource and CLI command. Use as an async context manager."""
+
+    def __init__(
+        self, settings: Settings, registry: CrewRegistry, ledger: Ledger, *, poll_initial: float = POLL_INITIAL
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.ledger = ledger
+        self.hub = StatusHub(self._fetch, initial=poll_initial)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.webhook_base: str | None = None
+
+    async def __aenter__(self) -> CrewService:
+        await self.hub.__aenter__()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._retention)
+        sim = self.registry.simulator
+        if sim is not None and sim.clock == "wall":
+            self._tg.start_soon(sim.run_clock)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+        await self.hub.__aexit__(None, None, None)
+        await self.registry.aclose()
+        await self.ledger.aclose()
+
+    async def _retention(self) -> None:
+        await run_retention(
+            self.ledger,
+            interval=3600.0,
+            max_age=timedelta(days=self.settings.retention_days),
+            max_count=self.settings.retention_max_records,
+        )
+
+    # ------------------------------------------------------------------------------------------- crews
+
+    def list_crews(self, typed_tools: Mapping[str, str] | None = None) -> CrewList:
+        crews = [
+            CrewSummary(
+                name=c.name,
+                description=c.config.description,
+                simulated=c.config.simulated,
+                inputs_uri=f"crew://{c.name}/inputs",
+                typed_tool=(typed_tools or {}).get(c.name),
+            )
+            for c in self.registry.crews.values()
+        ]
+        note = ""
+        if self.registry.simulated:
+            note = (
+                "No crew is configured: these are crew-mcp's built-in simulated crews (no CrewAI account needed). "
+                "Configure real crews with CREW_MCP_CREW_URL/CREW_MCP_CREW_TOKEN or a config file."
+            )
+        return CrewList(crews=crews, simulated=self.registry.simulated, note=note)
+
+    async def list_inputs(self, crew: str | None, *, refresh: bool = False) -> CrewInputs:
+        c = self.registry.get(crew)
+        infos = await self._inputs(c, refresh=refresh)
+        names = ", ".join(f"{i.name}=..." for i in infos if i.required and i.default is None)
+        return CrewInputs(
+            crew=c.name,
+            inputs=infos,
+            uri=f"crew://{c.name}/inputs",
+            next_step=f"Ask the user for any value you do not know, then call kickoff_crew(crew={c.name!r}, "
+            f"inputs={{{names}}}).",
+        )
+
+    async def _inputs(self, crew: Crew, *, refresh: bool = False) -> list[InputInfo]:
+        try:
+            return await crew.inputs(refresh=refresh)
+        except e.CrewAPIError as exc:
+            raise e.UsageError(explain(exc, crew=crew.name, action="list its inputs")) from None
+
+    def validate_inputs(self, crew: Crew, infos: list[InputInfo], given: Mapping[str, Any]) -> dict[str, str]:
+        """Check ``given`` against the crew's inputs and encode it for AMP.
+
+        Raises:
+            UsageError: missing, unknown, or ill-typed inputs, each named with what it should be.
+        """
+        known = {i.name: i for i in infos}
+        values: dict[str, Any] = {i.name: i.default for i in infos if i.default is not None}
+        values.update(given)
+        problems: list[str] = []
+        missing = [i for i in infos if i.required and i.name not in values]
+        if missing:
+            described = "; ".join(f"{i.name} ({i.description})" if i.description else i.name for i in missing)
+            problems.append(f"Missing required inputs: {described}.")
+        unknown = sorted(set(given) - set(known))
+        if unknown and not crew.config.allow_extra_inputs:
+            problems.append(
+                f"Unknown inputs: {', '.join(unknown)}. Crew {crew.name!r} takes: {', '.join(known) or '(none)'}."
+            )
+        for name, value in values.items():
+            info = known.get(name)
+            if info is not None:
+                problem = _check_value(info, value)
+                if problem:
+                    problems.append(problem)
+        if problems:
+            raise e.UsageError(" ".join([*problems, f"Call list_inputs(crew={crew.name!r}) for details."]))
+        try:
+            return {k: encode_input_value(k, v) for k, v in values.items()}
+        except e.InvalidInputError as exc:
+            raise e.UsageError(str(exc)) from None
+
+    # ----------------------------------------------------------------------------------------- kickoff
+
+    async def kickoff(
+        self,
+        crew: str | None,
+        inputs: Mapping[str, Any],
+        caller: Caller,
+        *,
+        wait_seconds: float = 0.0,
+        on_update: OnUpdate | None = None,
+    ) -> RunView:
+        """Validate, record, kick off, confirm; optionally wait a bounded time for the run to settle."""
+        c = self.registry.get(crew)
+        encoded = self.validate_inputs(c, await self._inputs(c), inputs)
+        request_id = uuid.uuid4().hex
+        secret = secrets.token_urlsafe(24) if self.webhook_base else None
+        webhooks = self._webhook_urls(secret) if secret else None
+        now = datetime.now(UTC)
+        record = RunRecord(
+            request_id=request_id,
+            kickoff_id=None,
+            crew=c.name,
+            conversation_id=caller.conversation_id,
+            owner=caller.owner,
+            inputs=encoded if self.settings.keep_input_values else {},
+            input_names=sorted(encoded),
+            meta={"crew_mcp_request_id": request_id, "conversation_id": caller.conversation_id},
+            webhooks=webhooks,
+            webhook_secret=secret,
+            created_at=now,
+            updated_at=now,
+            state=RecordState.UNCONFIRMED,
+            status=None,
+            status_fetched_at=None,
+            pending=None,
+            decisions=[],
+            error=None,
+        )
+        await self._ledger(self.ledger.create(record))
+        try:
+            result = await c.client.kickoff(
+                encoded, meta={"conversation_id": caller.conversation_id}, webhooks=webhooks, request_id=request_id
+            )
+        except e.CrewAPIError as exc:
+            message = _kickoff_failure(exc, c.name, request_id)
+            await self._ledger(self.ledger.mark_failed(request_id, message))
+            raise e.UsageError(message) from None
+        record = await self._ledger(self.ledger.confirm(request_id, result.kickoff_id))
+        log.info("kicked off %s on crew %s (request %s)", result.kickoff_id, c.name, request_id)
+        if wait_seconds > 0:
+            return await self.status(result.kickoff_id, caller, wait_seconds=wait_seconds, on_update=on_update)
+        return self._view(record, None)
+
+    def _webhook_urls(self, secret: str) -> WebhookUrls:
+        base = f"{self.webhook_base}/webhooks/{secret}"
+        return WebhookUrls(taskWebhookUrl=f"{base}/task", stepWebhookUrl=f"{base}/step", crewWebhookUrl=f"{base}/crew")
+
+    # ------------------------------------------------------------------------------------------ status
+
+    async def find(self, kickoff_id: str | None, caller: Caller) -> RunRecord:
+        """The caller's record for ``kickoff_id``; with no id, the conversation's latest run.
+
+        Raises:
+            UsageError: nothing matches; the sentence says where to look.
+        """
+        if kickoff_id:
+            try:
+                validate_kickoff_id(kickoff_id)
+            except e.InvalidInputError as exc:
+                raise e.UsageError(str(exc)) from None
+            record = await self._ledger(self.ledger.get(kickoff_id, owner=caller.owner))
+            if record is None:
+                raise e.UsageError(
+                    f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
+                    "Call list_executions to see your runs (kickoff_ids are case-sensitive)."
+                )
+            return record
+        record = await self._ledger(self.ledger.latest(owner=caller.owner, conversation_id=caller.conversation_id))
+        if record is None:
+            runs = await self._ledger(self.ledger.list(owner=caller.owner, limit=1))
+            if not runs:
+                raise e.UsageError("You have no runs yet. Call list_crews and kickoff_crew to start one.")
+            record = runs[0]
+        return record
+
+    async def status(
+        self,
+        kickoff_id: str | None,
+        caller: Caller,
+        *,
+        wait_seconds: float = 0.0,
+        on_update: OnUpdate | None = None,
+    ) -> RunView:
+        """The run's status: final ones from the ledger, others from the crew (waiting up to ``wait_seconds``)."""
+        record = await self.find(kickoff_id, caller)
+        if record.kickoff_id is None or record.state in (RecordState.UNCONFIRMED, RecordState.KICKOFF_FAILED):
+            return self._view(record, None, from_ledger=True)
+        if record.status is not None and record.status.terminal:
+            return self._view(record, record.status, from_ledger=True)
+        crew = self.registry.get(record.crew)
+        wait = min(max(wait_seconds, 0.0), self.settings.wait_cap_seconds)
+        try:
+            if wait > 0:
+                status = await self.hub.wait(crew.name, record.kickoff_id, timeout=wait, on_update=on_update)
+                if status is None:
+                    status = await self._fetch(crew.name, record.kickoff_id)
+            else:
+                status = await self._fetch(crew.name, record.kickoff_id)
+        except e.CrewAPIError as exc:
+            raise e.UsageError(explain(exc, crew=crew.name, action="read the run's status")) from None
+        fresh = await self._ledger(self.ledger.get(record.kickoff_id, owner=None)) or record
+        return self._view(fresh, status)
+
+    async def _fetch(self, crew_name: str, kickoff_id: str) -> ExecutionStatus:
+        """One upstream status read, merged with what webhooks told the ledger, saved to the ledger."""
+        crew = self.registry.get(crew_name)
+        status = await crew.client.status(kickoff_id)
+        record = await self._ledger(self.ledger.get(kickoff_id, owner=None))
+        if record is not None:
+            status = _merge_pending(status, record)
+            await self._ledger(self.ledger.save_status(kickoff_id, status))
+        return status
+
+    # ------------------------------------------------------------------------------------------ resume
+
+    async def resume(
+        self,
+        kickoff_id: str,
+        caller: Caller,
+        *,
+        approve: bool,
+        feedback: str = "",
+        task_id: str | None = None,
+    ) -> ResumeView:
+        """Approve or reject the pending task, re-sending the kickoff's webhook URLs, and record the decision."""
+        record = await self.pending_record(kickoff_id, caller, task_id=task_id)
+        assert record.kickoff_id is not None
+        task = task_id or (record.pending.task_id if record.pending else None)
+        if not task:
+            raise e.UsageError(
+                f"Run {kickoff_id} is {record.state.value} and crew-mcp does not know which task waits for review. "
+                "If the crew's status API does not report pauses, pass task_id explicitly."
+            )
+        if self.settings.approval_policy == "human" and caller.by != "human":
+            raise e.UsageError(human_only_message(kickoff_id))
+        crew = self.registry.get(record.crew)
+        try:
+            answer = await crew.client.resume(
+                record.kickoff_id, task_id=task, feedback=feedback, approve=approve, webhooks=record.webhooks
+            )
+        except e.BadRequestError as exc:
+            said = exc.body.get("message") or "it is not in pending human input state"
+            raise e.UsageError(f"Crew {crew.name!r} refused the decision for run {kickoff_id}: {said}.") from None
+        except e.NotFoundError:
+            raise e.UsageError(f"Crew {crew.name!r} knows no task {task!r} waiting in run {kickoff_id}.") from None
+        except e.CrewAPIError as exc:
+            raise e.UsageError(explain(exc, crew=crew.name, action="send the decision")) from None
+        decision = Decision(
+            task_id=task,
+            approve=approve,
+            feedback=feedback,
+            by=caller.by,
+            via=caller.via,
+            actor=caller.owner,
+            at=datetime.now(UTC),
+        )
+        updated = await self._ledger(self.ledger.add_decision(record.kickoff_id, decision)) or record
+        self.hub.push(crew.name, record.kickoff_id)
+        run = self._view(updated, None)
+        run.state = ExecutionState.RUNNING.value
+        run.pending = None
+        verdict = "continue with the next task" if approve else "re-run the task with the feedback, then ask again"
+        return ResumeView(
+            kickoff_id=record.kickoff_id,
+            task_id=task,
+            approve=approve,
+            feedback=feedback,
+            decided_by=f"{caller.by} via {caller.via}",
+            upstream_status=answer.status,
+            message=answer.message,
+            run=run,
+            next_step=f"The crew will {verdict}. Call get_status(kickoff_id={record.kickoff_id!r}, wait_seconds=30).",
+        )
+
+    async def pending_record(self, kickoff_id: str, caller: Caller, *, task_id: str | None = None) -> RunRecord:
+        """The caller's run, checked to be waiting for a human (refreshing a stale ledger once).
+
+        Raises:
+            UsageError: the run is unknown, finished, or not waiting; no upstream call when the ledger knows.
+        """
+        record = await self.find(kickoff_id, caller)
+        if record.kickoff_id is None:
+            raise e.UsageError(f"Run {kickoff_id} never got a kickoff_id, so there is nothing to resume.")
+        if record.status is not None and record.status.terminal:
+            raise e.UsageError(
+                f"Run {kickoff_id} has already {record.state.value}; there is nothing to approve. "
+                "Call get_status to read its result."
+            )
+        if record.state is not RecordState.WAITING_FOR_HUMAN and task_id is None:
+            await self.status(record.kickoff_id, caller)
+            record = await self.find(record.kickoff_id, caller)
+            if record.state is not RecordState.WAITING_FOR_HUMAN:
+                raise e.UsageError(
+                    f"Run {kickoff_id} is {record.state.value}, not waiting for human review. "
+                    f"Call get_status(kickoff_id={kickoff_id!r}, wait_seconds=30) to wait until it asks."
+                )
+        return record
+
+    # ---------------------------------------------------------------------------------------- listings
+
+    async def executions(
+        self,
+        caller: Caller,
+        *,
+        conversation_id: str | None = None,
+        crew: str | None = None,
+        state: str | None = None,
+        limit: int = 20,
+    ) -> ExecutionList:
+        records = await self._ledger(
+            self.ledger.list(owner=caller.owner, conversation_id=conversation_id, crew=crew, state=state, limit=limit)
+        )
+        runs = [self._view(r, r.status, from_ledger=True) for r in records]
+        hint = "Call get_status(kickoff_id=...) for the current status and output of one run."
+        if not runs:
+            hint = "No runs match. Call list_crews and kickoff_crew to start one."
+        return ExecutionList(executions=runs, count=len(runs), next_step=hint)
+
+    async def pending_approvals(self, caller: Caller) -> ApprovalList:
+        records = await self._ledger(self.ledger.pending_approvals(owner=caller.owner))
+        now = datetime.now(UTC)
+        expiry = self.settings.approval_expiry_seconds
+        approvals = []
+        for r in records:
+            if r.kickoff_id is None or r.pending is None:
+                continue
+            since = r.pending.since or r.updated_at
+            waited = (now - since).total_seconds() if since else None
+            approvals.append(
+                ApprovalView(
+                    kickoff_id=r.kickoff_id,
+                    crew=r.crew,
+                    conversation_id=r.conversation_id,
+                    task_id=r.pending.task_id,
+                    output=r.pending.output,
+                    waiting_since=since,
+                    waited_seconds=waited,
+                    expired=bool(expiry and waited is not None and waited > expiry),
+                    status_uri=execution_uri(r.kickoff_id),
+                )
+            )
+        hint = "Show the user each output and ask for approve/reject with feedback; then call resume_with_feedback."
+        if self.settings.approval_policy == "human":
+            hint = "Only the user may decide: " + human_only_message("<kickoff_id>")
+        return ApprovalList(approvals=approvals, next_step=hint)
+
+    # ----------------------------------------------------------------------------------------- helpers
+
+    async def _ledger(self, op: Awaitable[_T]) -> _T:
+        try:
+            return await op
+        except e.LedgerError as exc:
+            raise e.UsageError(explain(exc)) from None
+
+    def _view(self, record: RunRecord, status: ExecutionStatus | None, *, from_ledger: bool = False) -> RunView:
+        st = status or record.status
+        state = st.state.value if st is not None and record.kickoff_id else record.state.value
+        pending = record.pending if state == ExecutionState.WAITING_FOR_HUMAN.value else None
+        if st is not None and st.pending is not None and state == ExecutionState.WAITING_FOR_HUMAN.value:
+            pending = pending or st.pending
+        view = RunView(
+            kickoff_id=record.kickoff_id,
+            request_id=record.request_id,
+            crew=record.crew,
+            conversation_id=record.conversation_id,
+            state=state,
+            raw_state=st.raw_state if st else None,
+            message=st.message if st else None,
+            progress=st.progress if st else RunView.model_fields["progress"].get_default(call_default_factory=True),
+            pending=pending,
+            output=st.output if st and st.state is ExecutionState.COMPLETED else None,
+            error=(st.error if st else None) or record.error,
+            usage=st.usage if st else None,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            status_uri=execution_uri(record.kickoff_id) if record.kickoff_id else None,
+            from_ledger=from_ledger,
+            decisions=record.decisions,
+        )
+        view.next_step = self._next_step(view)
+        return view
+
+    def _next_step(self, run: RunView) -> str:
+        kid = run.kickoff_id
+        match run.state:
+            case "running" | "unknown":
+                return (
+                    f"The crew is still working. Call get_status(kickoff_id={kid!r}, wait_seconds=30) to wait for it."
+                )
+            case "waiting_for_human":
+                if self.settings.approval_policy == "human":
+                    return "The crew waits for the user's review. " + human_only_message(kid or "")
+                return (
+                    "The crew waits for human review. Show the user the output to review and ask whether to approve "
+                    f"it or what to change; then call resume_with_feedback(kickoff_id={kid!r}, approve=true|false, "
+                    "feedback=...). Do not decide on the user's behalf."
+                )
+            case "completed":
+                return "The run finished; its final output is above. No further call is needed."
+            case "failed":
+                return "The run failed (see error). Fix the cause if it is in the inputs and start a new run."
+            case "cancelled":
+                return "The run was cancelled upstream. Start a new run if it is still wanted."
+            case "unconfirmed":
+                return (
+                    "crew-mcp recorded this kickoff but never got its kickoff_id back (it stopped or lost the answer "
+                    f"mid-request, request id {run.request_id}). A run may have started; check with the user before "
+                    "starting another."
+                )
+            case "kickoff_failed":
+                return "The kickoff failed (see error); nothing to follow up. Start a new run when the cause is fixed."
+        return ""
+
+
+def human_only_message(kickoff_id: str) -> str:
+    """How the person (not the model) can decide under the ``human`` approval policy."""
+    return (
+        "crew-mcp's approval policy is 'human': a model may not approve or reject. Ask the user to decide, either by "
+        f'running `crew-mcp resume {kickoff_id} --approve` (or `--reject --feedback "..."`) in a terminal, or by '
+        "calling resume_with_feedback without approve in a client that can show them a form."
+    )
+
+
+def _merge_pending(status: ExecutionStatus, record: RunRecord) -> ExecutionStatus:
+    """A pause announced by webhook holds while the status API still says "running" (documented shape)."""
+    if record.pending is None or status.state is not ExecutionState.RUNNING:
+        return status
+    return status.model_copy(update={"state": ExecutionState.WAITING_FOR_HUMAN, "pending": record.pending})
+
+
+def _check_value(info: InputInfo, value: Any) -> str | None:
+    if info.enum and str(value) not in info.enum:
+        return f"Input {info.name!r} must be one of {', '.join(info.enum)} (got {value!r})."
+    checks: dict[str, Callable[[Any], bool]] = {
+        "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and _is_int(v)),
+        "number": lambda v: (isinstance(v, int | float) and not isinstance(v, bool)) or _is_number(v),
+        "boolean": lambda v: isinstance(v, bool) or (isinstance(v, str) and v.lower() in ("true", "false")),
+        "object": lambda v: isinstance(v, dict) or _is_json(v, dict),
+        "array": lambda v: isinstance(v, list) or _is_json(v, list),
+    }
+    check = checks.get(info.type)
+    if check is not None and not check(value):
+        return f"Input {info.name!r} must be of type {info.type} (got {value!r})."
+    return None
+
+
+def _is_int(v: str) -> bool:
+    return v.strip().lstrip("-").isdigit()
+
+
+def _is_number(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_json(v: Any, kind: type) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        return isinstance(json.loads(v), kind)
+    except ValueError:
+        return False

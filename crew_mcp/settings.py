@@ -1,0 +1,240 @@
+"""Settings: the only module that reads the environment and configuration files.
+
+Sources, highest precedence first: command-line flags (applied by the CLI), ``CREW_MCP_*`` environment
+variables, the TOML config file (``--config`` or ``CREW_MCP_CONFIG``), defaults. With no crew configured
+anywhere, crew-mcp runs against its built-in simulator (the embedded default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+__all__ = ["CrewConfig", "InputConfig", "Settings", "TimeoutConfig", "load_settings"]
+
+log = logging.getLogger("crew_mcp.settings")
+
+ENV_PREFIX = "CREW_MCP_"
+OFFICIAL_URL_ENV = "MCP_CREWAI_ENTERPRISE_SERVER_URL"
+OFFICIAL_TOKEN_ENV = "MCP_CREWAI_ENTERPRISE_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
+CREW_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+InputType = Literal["string", "integer", "number", "boolean", "object", "array"]
+StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    """What is known about one crew input beyond its name (AMP's ``/inputs`` gives names only)."""
+
+    description: str = ""
+    type: InputType = "string"
+    enum: list[str] | None = None
+    default: Any = None
+    example: Any = None
+    required: bool = True
+
+
+class TimeoutConfig(_Strict):
+    """Per-crew HTTP timeouts in seconds."""
+
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=30.0, gt=0)
+    total: float = Field(default=60.0, gt=0)
+
+
+class CrewConfig(_Strict):
+    """One configured crew deployment."""
+
+    name: str
+    url: str
+    token: SecretStr | None = None
+    description: str = ""
+    inputs: dict[str, InputConfig] = Field(default_factory=dict)
+    status_path: StatusPathMode = "auto"
+    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    allow_extra_inputs: bool = False
+    typed_tool: bool | None = None
+    simulated: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CREW_NAME_RE.match(v):
+            raise ValueError("must be lower-case letters, digits and '_', starting with a letter (at most 48)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+class Settings(_Strict):
+    """Everything crew-mcp can be configured with. See the README's configuration reference."""
+
+    crews: list[CrewConfig] = Field(default_factory=list)
+    config_path: str | None = None
+    ledger_url: str | None = None
+    wait_cap_seconds: float = Field(default=45.0, ge=0, le=600)
+    approval_policy: Literal["model", "human"] = "model"
+    approval_expiry_seconds: float | None = Field(default=None, gt=0)
+    approval_expiry_action: Literal["flag", "reject"] = "flag"
+    public_url: str | None = None
+    typed_tools_max: int = Field(default=5, ge=0)
+    keep_input_values: bool = True
+    retention_days: float = Field(default=30.0, gt=0)
+    retention_max_records: int = Field(default=100_000, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    owner: str | None = None
+    simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
+
+    @property
+    def simulated(self) -> bool:
+        """True when no crew is configured and the built-in simulator's crews are served."""
+        return not self.crews or all(c.simulated for c in self.crews)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_ENV_FIELDS: dict[str, str] = {
+    "LEDGER_URL": "ledger_url",
+    "WAIT_CAP": "wait_cap_seconds",
+    "APPROVAL_POLICY": "approval_policy",
+    "APPROVAL_EXPIRY": "approval_expiry_seconds",
+    "APPROVAL_EXPIRY_ACTION": "approval_expiry_action",
+    "PUBLIC_URL": "public_url",
+    "TYPED_TOOLS_MAX": "typed_tools_max",
+    "KEEP_INPUT_VALUES": "keep_input_values",
+    "RETENTION_DAYS": "retention_days",
+    "RETENTION_MAX_RECORDS": "retention_max_records",
+    "LOG_LEVEL": "log_level",
+    "OWNER": "owner",
+    "SIMULATOR_TIME_SCALE": "simulator_time_scale",
+}
+
+
+def _where(loc: tuple[int | str, ...], crews: list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "crews" and parts[1].isdigit():
+        i = int(parts[1])
+        name = crews[i].get("name") if i < len(crews) and isinstance(crews[i], dict) else None
+        crew = f"crew {name!r}" if name else f"crew #{i + 1}"
+        field = ".".join(parts[2:]) or "(the crew entry)"
+        return f"{crew}, field {field!r}"
+    return f"field {'.'.join(parts)!r}"
+
+
+def _validate(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raw = data.get("crews")
+        crews: list[Any] = raw if isinstance(raw, list) else []
+        problems = "; ".join(f"{_where(e['loc'], crews)}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid configuration in {source}: {problems}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror}.") from None
+
+
+def _resolve_tokens(crews: list[Any], env: Mapping[str, str], source: str) -> None:
+    """Replace ``token_env = "VAR"`` by the variable's value; warn about literal tokens in a file."""
+    for i, crew in enumerate(crews):
+        if not isinstance(crew, dict):
+            continue
+        label = f"crew {crew.get('name', f'#{i + 1}')!r}"
+        var = crew.pop("token_env", None)
+        if var is not None:
+            if not isinstance(var, str) or not var:
+                raise ConfigError(f"Invalid configuration in {source}: {label}, field 'token_env': must be a name.")
+            if "token" in crew:
+                raise ConfigError(f"Invalid configuration in {source}: {label} sets both 'token' and 'token_env'.")
+            if var not in env:
+                raise ConfigError(
+                    f"Invalid configuration in {source}: {label}, field 'token_env': "
+                    f"environment variable {var} is not set."
+                )
+            crew["token"] = env[var]
+        elif "token" in crew:
+            log.warning(
+                '%s: %s has a literal token in the file; prefer token_env = "VAR" so the file holds no secret',
+                source,
+                label,
+            )
+
+
+def _env_crew(env: Mapping[str, str]) -> dict[str, Any] | None:
+    url = env.get(ENV_PREFIX + "CREW_URL") or env.get(OFFICIAL_URL_ENV)
+    token = env.get(ENV_PREFIX + "CREW_TOKEN") or env.get(OFFICIAL_TOKEN_ENV)
+    if not url:
+        if token:
+            raise ConfigError(
+                f"A crew token is set but no crew URL: set {ENV_PREFIX}CREW_URL (or {OFFICIAL_URL_ENV}) too."
+            )
+        return None
+    crew: dict[str, Any] = {"name": env.get(ENV_PREFIX + "CREW_NAME", "crew"), "url": url}
+    if token:
+        crew["token"] = token
+    if env.get(ENV_PREFIX + "CREW_DESCRIPTION"):
+        crew["description"] = env[ENV_PREFIX + "CREW_DESCRIPTION"]
+    if env.get(ENV_PREFIX + "STATUS_PATH"):
+        crew["status_path"] = env[ENV_PREFIX + "STATUS_PATH"]
+    return crew
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_path: str | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from a config file, the environment and explicit overrides.
+
+    Raises:
+        ConfigError: the file is missing or invalid, or a value is unusable; the message names the
+            file, the crew and the field.
+    """
+    env = os.environ if env is None else env
+    path = config_path or env.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    source = "the environment"
+    if path:
+        file_path = Path(path).expanduser()
+        data = _read_file(file_path)
+        source = str(file_path)
+        data["config_path"] = str(file_path)
+        crews = data.get("crews", [])
+        if isinstance(crews, list):
+            _resolve_tokens(crews, env, source)
+    env_crew = _env_crew(env)
+    if env_crew is not None:
+        data["crews"] = [c for c in data.get("crews", []) if c.get("name") != env_crew["name"]] + [env_crew]
+    for suffix, field in _ENV_FIELDS.items():
+        if ENV_PREFIX + suffix in env:
+            data[field] = env[ENV_PREFIX + suffix]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    settings = _validate(data, source)
+    names = [c.name for c in settings.crews]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"Invalid configuration in {source}: crew names must be unique; repeated: {', '.join(dupes)}")
+    return settings
