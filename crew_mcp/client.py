@@ -88,6 +88,8 @@ _WAIT_INITIAL = 0.5
 _WAIT_MAX = 8.0
 _WAIT_JITTER = 1.0
 _EXCERPT_CHARS = 200
+# Shorter "tokens" (test placeholders) would turn redaction into corruption of ordinary text.
+_MIN_SECRET_CHARS = 8
 _KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Never reached the service, so even a POST may be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
@@ -440,7 +442,7 @@ class CrewClient:
 
     def _redact(self, value: Any) -> Any:
         """Remove the token from text the service sent back (an echoing proxy must not leak it)."""
-        if not self._token:
+        if self._token is None or len(self._token) < _MIN_SECRET_CHARS:
             return value
         if isinstance(value, str):
             return value.replace(self._token, "***")

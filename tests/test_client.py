@@ -712,3 +712,8 @@ async def test_token_never_appears_in_any_error_result_or_log_record(
 async def _slow_echo(request: httpx2.Request) -> httpx2.Response:
     await anyio.sleep(1)
     return httpx2.Response(500, text=str(request.headers))
+
+
+async def test_redaction_of_a_short_placeholder_token_does_not_corrupt_bodies() -> None:
+    async with crew(Peer(ok({"inputs": ["topic", "t"]})), token="t") as c:
+        assert await c.inputs() == ["topic", "t"]
