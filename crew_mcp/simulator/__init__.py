@@ -12,7 +12,7 @@ from __future__ import annotations
 from .app import DEFAULT_TOKEN, SERVER_MARK, Simulator, WebhookDelivery
 from .engine import Execution
 from .faults import FaultRequest, Faults, SimulatedDrop
-from .serve import check_loopback, run, serve_simulator
+from .serve import check_loopback, run, serve_app, serve_simulator
 from .specs import CrewSpec, InputSpec, TaskSpec, builtin_crews, load_crews
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "check_loopback",
     "load_crews",
     "run",
+    "serve_app",
     "serve_simulator",
 ]

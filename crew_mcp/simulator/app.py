@@ -181,6 +181,11 @@ class Simulator:
             if ex.state == "RUNNING":
                 self._outbox.extend(ex.advance(now))
 
+    async def run_clock(self) -> None:
+        """Drive a wall-clock simulator from a host's task group when no ASGI lifespan runs (in-process use)."""
+        if self.clock == "wall":
+            await self._ticker()
+
     async def _ticker(self) -> None:
         while True:
             await anyio.sleep(TICK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -18,7 +18,7 @@ from ..errors import UsageError
 from .app import DEFAULT_TOKEN, SERVER_MARK, Simulator
 from .specs import CrewSpec, load_crews
 
-__all__ = ["check_loopback", "run", "serve_simulator"]
+__all__ = ["check_loopback", "run", "serve_app", "serve_simulator"]
 
 
 def check_loopback(host: str) -> None:
@@ -60,9 +60,9 @@ def _marked(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
-def _server(sim: Simulator, log_level: str) -> uvicorn.Server:
+def _server(app: ASGIApp, log_level: str) -> uvicorn.Server:
     config = uvicorn.Config(
-        _marked(sim.app),
+        _marked(app),
         lifespan="on",
         log_level=log_level,
         access_log=log_level == "info",
@@ -72,14 +72,16 @@ def _server(sim: Simulator, log_level: str) -> uvicorn.Server:
 
 
 @asynccontextmanager
-async def serve_simulator(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Run ``sim`` under uvicorn (lifespan on, so the wall-clock ticker runs) and yield its root URL.
+async def serve_app(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, on_exit: Callable[[], None] | None = None
+) -> AsyncIterator[str]:
+    """Run any ASGI ``app`` under uvicorn (lifespan on) in a task and yield its root URL ``http://host:port``.
 
-    Port 0 picks a free port. The server is shut down, and held responses ended, when the block exits.
+    Port 0 picks a free port. ``on_exit`` runs just before shutdown starts. Loopback hosts only.
     """
     check_loopback(host)
     sock = _bind(host, port)
-    server = _server(sim, "warning")
+    server = _server(app, "warning")
     stopped = False
 
     async def serve() -> None:
@@ -95,15 +97,26 @@ async def serve_simulator(sim: Simulator, host: str = "127.0.0.1", port: int = 0
             with anyio.fail_after(10):
                 while not server.started:
                     if stopped:
-                        raise RuntimeError("the simulator's server stopped during start-up")
+                        raise RuntimeError("the server stopped during start-up")
                     await anyio.sleep(0.01)
             try:
                 yield _root(host, sock)
             finally:
-                sim.cancel_hangs()
+                if on_exit is not None:
+                    on_exit()
                 server.should_exit = True
     finally:
         sock.close()
+
+
+@asynccontextmanager
+async def serve_simulator(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Run ``sim`` under uvicorn (lifespan on, so the wall-clock ticker runs) and yield its root URL.
+
+    Port 0 picks a free port. The server is shut down, and held responses ended, when the block exits.
+    """
+    async with serve_app(sim.app, host, port, on_exit=sim.cancel_hangs) as root:
+        yield root
 
 
 def run(
@@ -131,7 +144,7 @@ def run(
         lines.append(f'  advance time: POST {root}/_sim/advance {{"seconds": N}}')
     print("\n".join(lines), file=sys.stderr, flush=True)
     try:
-        _server(sim, "info").run(sockets=[sock])
+        _server(sim.app, "info").run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
