@@ -231,7 +231,7 @@ class CrewClient:
         """Start a run (``POST /kickoff``); the request id is sent as ``meta["crew_mcp_request_id"]``.
 
         Raises:
-            InvalidInputError: an input value cannot be encoded (nothing was sent).
+            InvalidInputError: an input value or ``meta`` cannot be encoded (nothing was sent).
             UnprocessableEntityError: required inputs are missing (see ``missing_inputs``).
             CrewAPIError: another failure; a kickoff is never sent twice unless it provably never arrived.
         """
@@ -239,6 +239,10 @@ class CrewClient:
         given = merged.get(REQUEST_ID_META_KEY)
         rid = request_id or (given if isinstance(given, str) and given else uuid.uuid4().hex)
         merged[REQUEST_ID_META_KEY] = rid
+        try:
+            json.dumps(merged)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"meta must be JSON-serializable: {exc}.") from None
         body: dict[str, Any] = {"inputs": encode_inputs(dict(inputs)), "meta": merged}
         if webhooks is not None:
             body.update(webhooks.wire())
@@ -324,7 +328,7 @@ class CrewClient:
             return status
         assert last is not None  # both paths were tried and each raised NotFoundError
         if json_404:
-            return normalize_status(kickoff_id, {"state": "NOT FOUND", **last.body})
+            return normalize_status(kickoff_id, {**last.body, "state": "NOT FOUND"})
         raise last
 
     async def _status_at(self, template: str, kickoff_id: str, deadline: float, *, probing: bool) -> ExecutionStatus:
@@ -334,7 +338,7 @@ class CrewClient:
         except NotFoundError as exc:
             if probing or not exc.body:
                 raise
-            return normalize_status(kickoff_id, {"state": "NOT FOUND", **exc.body})
+            return normalize_status(kickoff_id, {**exc.body, "state": "NOT FOUND"})
         body = self._json(response, "GET", path)
         if not isinstance(body, dict):
             raise self._invalid(response, "GET", path, "is not a JSON object")

@@ -205,6 +205,14 @@ async def test_kickoff_with_unencodable_input_sends_nothing(value: Any) -> None:
     assert peer.requests == []
 
 
+async def test_kickoff_with_unserializable_meta_sends_nothing() -> None:
+    peer = Peer(ok({"kickoff_id": "k-1"}))
+    async with crew(peer) as c:
+        with pytest.raises(InvalidInputError, match="meta"):
+            await c.kickoff({}, meta={"when": object()})
+    assert peer.requests == []
+
+
 async def test_resume_sends_execution_id_feedback_approval_and_webhooks_again() -> None:
     peer = Peer(ok({"status": "resumed", "message": "ok"}))
     async with crew(peer) as c:
