@@ -58,6 +58,27 @@ DEFAULT_PREFIX = "crew-mcp:"
 """Key prefix when the URL has no ``?prefix=``."""
 
 _WATCH_ATTEMPTS = 50
+
+# ARGV: idx:created, idx:updated, then 9 per record: run key, kickoff key or "", owner, conversation and state
+# index keys, request_id, created µs, updated µs, JSON. Checks all before writing anything: all or nothing.
+_INSERT_SCRIPT = """
+local created, updated = ARGV[1], ARGV[2]
+for b = 3, #ARGV, 9 do
+  if redis.call('EXISTS', ARGV[b]) == 1 then return redis.error_reply('DUPLICATE request id') end
+  if ARGV[b + 1] ~= '' and redis.call('EXISTS', ARGV[b + 1]) == 1 then
+    return redis.error_reply('DUPLICATE kickoff id')
+  end
+end
+for b = 3, #ARGV, 9 do
+  local rid = ARGV[b + 5]
+  redis.call('SET', ARGV[b], ARGV[b + 8])
+  if ARGV[b + 1] ~= '' then redis.call('SET', ARGV[b + 1], rid) end
+  for i = 2, 4 do redis.call('ZADD', ARGV[b + i], ARGV[b + 6], rid) end
+  redis.call('ZADD', created, ARGV[b + 6], rid)
+  redis.call('ZADD', updated, ARGV[b + 7], rid)
+end
+return #ARGV
+"""
 _CHUNK = 500
 
 
@@ -89,6 +110,8 @@ class RedisLedger:
         self._where = where
         self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self._watch_error = redis.exceptions.WatchError
+        self._response_error = redis.exceptions.ResponseError
+        self._insert = client.register_script(_INSERT_SCRIPT)
         self._secret: str | None = None
         self._closed = False
 
@@ -137,7 +160,7 @@ class RedisLedger:
         batch = builtins.list(records)
         async with self._guard():
             for i in range(0, len(batch), _CHUNK):
-                await self._retry_watch(functools.partial(self._create_chunk, batch[i : i + _CHUNK]))
+                await self._create_chunk(batch[i : i + _CHUNK])
 
     async def confirm(self, request_id: str, kickoff_id: str) -> RunRecord:
         """Attach the kickoff_id and move the record to ``running``; an unknown request_id raises LedgerError."""
@@ -323,20 +346,29 @@ class RedisLedger:
         return result
 
     async def _create_chunk(self, records: Sequence[RunRecord]) -> None:
-        keys = [self._k("run:", r.request_id) for r in records]
-        kickoffs = [self._k("kickoff:", r.kickoff_id) for r in records if r.kickoff_id is not None]
-        if len(set(keys)) != len(keys):
-            raise LedgerError("The same request id appears twice in one batch of run records.")
-        async with self._r.pipeline(transaction=True) as pipe:
-            await pipe.watch(*keys, *kickoffs)
-            if await pipe.exists(*keys):
-                raise LedgerError("A run record with this request id already exists.")
-            if kickoffs and await pipe.exists(*kickoffs):
-                raise LedgerError("A run record with this kickoff id already exists.")
-            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
-            for record in records:
-                self._write(pipe, record, None)
-            await pipe.execute()
+        """Insert records with one atomic script call: every key is checked before anything is written."""
+        rids = [r.request_id for r in records]
+        kickoffs = [r.kickoff_id for r in records if r.kickoff_id is not None]
+        if len(set(rids)) != len(rids) or len(set(kickoffs)) != len(kickoffs):
+            raise LedgerError("The same request id or kickoff id appears twice in one batch of run records.")
+        args: builtins.list[str | int] = [self._k("idx:created"), self._k("idx:updated")]
+        for r in records:
+            args += [
+                self._k("run:", r.request_id),
+                self._k("kickoff:", r.kickoff_id) if r.kickoff_id is not None else "",
+                *self._index_keys(r),
+                r.request_id,
+                micros(r.created_at),
+                micros(r.updated_at),
+                r.model_dump_json(),
+            ]
+        try:
+            await self._insert(args=args)
+        except self._response_error as exc:
+            if str(exc).startswith("DUPLICATE"):
+                what = str(exc).split(" ", 1)[1] if " " in str(exc) else "key"
+                raise LedgerError(f"A run record with this {what} already exists.") from None
+            raise
 
     def _write(self, pipe: Pipeline, new: RunRecord, old: RunRecord | None) -> None:
         """Queue the commands that store ``new`` (replacing ``old``) and keep every index in step."""
