@@ -454,6 +454,7 @@ def test_open_ledger_picks_the_backend_from_the_url(tmp_path: Path) -> None:
     assert isinstance(sqlite, SqliteLedger)
     assert sqlite.path == tmp_path / "x.db"
     assert isinstance(open_ledger("redis://127.0.0.1:6379/0?prefix=t:"), RedisLedger)
+    assert all(isinstance(x, Ledger) for x in (MemoryLedger(), sqlite, open_ledger("redis://127.0.0.1:6379/0")))
     with pytest.raises(LedgerError, match="Unsupported ledger URL postgres://…"):
         open_ledger("postgres://user:pw@db/x")
 
