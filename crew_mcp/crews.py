@@ -13,11 +13,10 @@ from typing import Any
 
 import anyio
 import httpx2
-from pydantic import BaseModel
 
 from .client import CrewClient, Timeouts
 from .errors import UsageError
-from .settings import CrewConfig, InputConfig, InputType, Settings
+from .settings import CrewConfig, InputConfig, Settings
 
 __all__ = ["INPUTS_TTL", "Crew", "CrewRegistry", "InputInfo", "build_registry"]
 
@@ -25,16 +24,10 @@ INPUTS_TTL = 300.0
 SIMULATOR_ROOT = "http://simulator.crew-mcp.invalid"
 
 
-class InputInfo(BaseModel):
-    """One crew input as the model should see it."""
+class InputInfo(InputConfig):
+    """One crew input as the model should see it: its name plus what the configuration says about it."""
 
     name: str
-    description: str = ""
-    type: InputType = "string"
-    enum: list[str] | None = None
-    default: Any = None
-    example: Any = None
-    required: bool = True
 
 
 @dataclass

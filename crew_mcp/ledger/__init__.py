@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -177,6 +178,25 @@ class Ledger(Protocol):
 
 
 # ------------------------------------------------------------------------------------- update semantics
+
+
+class KickoffUpdates:
+    """The per-execution updates every backend shares; a backend supplies one read-modify-write primitive."""
+
+    async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
+        raise NotImplementedError
+
+    async def save_status(self, kickoff_id: str, status: ExecutionStatus) -> RunRecord | None:
+        """Store the last fetched status (see :func:`apply_status`)."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_status(r, status, utcnow()))
+
+    async def set_pending(self, kickoff_id: str, pending: PendingHumanInput | None) -> RunRecord | None:
+        """Set or clear the pending human input."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_pending(r, pending, utcnow()))
+
+    async def add_decision(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
+        """Append a decision and clear the pending human input."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_decision(r, decision, utcnow()))
 
 
 def apply_confirm(record: RunRecord, kickoff_id: str, now: datetime) -> RunRecord:

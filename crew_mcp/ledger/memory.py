@@ -13,19 +13,15 @@ from typing import TypeVar
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger import (
-    Decision,
+    KickoffUpdates,
     RunRecord,
     apply_confirm,
-    apply_decision,
     apply_failed,
-    apply_pending,
-    apply_status,
     check_prune_args,
     is_pending_approval,
     micros,
     utcnow,
 )
-from crew_mcp.models import ExecutionStatus, PendingHumanInput
 
 __all__ = ["MemoryLedger"]
 
@@ -62,7 +58,7 @@ class _Entry:
         return RunRecord.model_validate_json(self.data)
 
 
-class MemoryLedger:
+class MemoryLedger(KickoffUpdates):
     """The :class:`~crew_mcp.ledger.Ledger` kept in this process's memory; it is gone when the process ends."""
 
     def __init__(self) -> None:
@@ -117,18 +113,6 @@ class MemoryLedger:
         with self._lock:
             self._check_open()
             self._update_request(request_id, lambda r: apply_failed(r, error, utcnow()))
-
-    async def save_status(self, kickoff_id: str, status: ExecutionStatus) -> RunRecord | None:
-        """Store the last fetched status (see :func:`~crew_mcp.ledger.apply_status`)."""
-        return self._update_kickoff(kickoff_id, lambda r: apply_status(r, status, utcnow()))
-
-    async def set_pending(self, kickoff_id: str, pending: PendingHumanInput | None) -> RunRecord | None:
-        """Set or clear the pending human input."""
-        return self._update_kickoff(kickoff_id, lambda r: apply_pending(r, pending, utcnow()))
-
-    async def add_decision(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
-        """Append a decision and clear the pending human input."""
-        return self._update_kickoff(kickoff_id, lambda r: apply_decision(r, decision, utcnow()))
 
     async def prune(self, *, max_age: timedelta, max_count: int) -> int:
         """Delete records not updated within ``max_age`` and all but the newest ``max_count``."""
@@ -229,7 +213,7 @@ class MemoryLedger:
         self._put(request_id, _Entry.of(updated))
         return updated
 
-    def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
+    async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
         with self._lock:
             self._check_open()
             request_id = self._by_kickoff.get(kickoff_id)

@@ -33,20 +33,16 @@ from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger import (
-    Decision,
+    KickoffUpdates,
     RunRecord,
     apply_confirm,
-    apply_decision,
     apply_failed,
-    apply_pending,
-    apply_status,
     check_prune_args,
     is_pending_approval,
     matches,
     micros,
     utcnow,
 )
-from crew_mcp.models import ExecutionStatus, PendingHumanInput
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -93,7 +89,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class RedisLedger:
+class RedisLedger(KickoffUpdates):
     """The :class:`~crew_mcp.ledger.Ledger` in Redis.
 
     Args:
@@ -176,18 +172,6 @@ class RedisLedger:
             record = await self._update(request_id, lambda r: apply_failed(r, error, utcnow()))
         if record is None:
             raise LedgerError(f"No run record with request id {request_id!r}.")
-
-    async def save_status(self, kickoff_id: str, status: ExecutionStatus) -> RunRecord | None:
-        """Store the last fetched status (see :func:`~crew_mcp.ledger.apply_status`)."""
-        return await self._update_kickoff(kickoff_id, lambda r: apply_status(r, status, utcnow()))
-
-    async def set_pending(self, kickoff_id: str, pending: PendingHumanInput | None) -> RunRecord | None:
-        """Set or clear the pending human input."""
-        return await self._update_kickoff(kickoff_id, lambda r: apply_pending(r, pending, utcnow()))
-
-    async def add_decision(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
-        """Append a decision and clear the pending human input."""
-        return await self._update_kickoff(kickoff_id, lambda r: apply_decision(r, decision, utcnow()))
 
     async def prune(self, *, max_age: timedelta, max_count: int) -> int:
         """Delete records not updated within ``max_age`` and all but the newest ``max_count``, index entries too."""

@@ -29,19 +29,15 @@ from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger import (
-    Decision,
+    KickoffUpdates,
     RunRecord,
     apply_confirm,
-    apply_decision,
     apply_failed,
-    apply_pending,
-    apply_status,
     check_prune_args,
     is_pending_approval,
     micros,
     utcnow,
 )
-from crew_mcp.models import ExecutionStatus, PendingHumanInput
 
 __all__ = ["DEFAULT_BUSY_RETRIES", "DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteLedger", "migrate"]
 
@@ -130,7 +126,7 @@ def _check_version(found: int) -> None:
 # ----------------------------------------------------------------------------------------------- ledger
 
 
-class SqliteLedger:
+class SqliteLedger(KickoffUpdates):
     """The :class:`~crew_mcp.ledger.Ledger` in one SQLite file (opened and migrated on first use).
 
     Args:
@@ -177,18 +173,6 @@ class SqliteLedger:
     async def mark_failed(self, request_id: str, error: str) -> None:
         """Mark the record ``kickoff_failed``; an unknown request_id raises LedgerError."""
         await self._write(lambda c: _update(c, _by_request(c, request_id), lambda r: apply_failed(r, error, utcnow())))
-
-    async def save_status(self, kickoff_id: str, status: ExecutionStatus) -> RunRecord | None:
-        """Store the last fetched status (see :func:`~crew_mcp.ledger.apply_status`)."""
-        return await self._update_kickoff(kickoff_id, lambda r: apply_status(r, status, utcnow()))
-
-    async def set_pending(self, kickoff_id: str, pending: PendingHumanInput | None) -> RunRecord | None:
-        """Set or clear the pending human input."""
-        return await self._update_kickoff(kickoff_id, lambda r: apply_pending(r, pending, utcnow()))
-
-    async def add_decision(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
-        """Append a decision and clear the pending human input."""
-        return await self._update_kickoff(kickoff_id, lambda r: apply_decision(r, decision, utcnow()))
 
     async def prune(self, *, max_age: timedelta, max_count: int) -> int:
         """Delete records not updated within ``max_age`` and all but the newest ``max_count``."""
