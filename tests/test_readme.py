@@ -99,3 +99,8 @@ def _expand(command: str) -> list[str]:
     concrete = re.sub(r"--crew X\b", "--crew x", concrete)
     concrete = re.sub(r"--state S\b", "--state running", concrete)
     return [concrete]
+
+
+def test_the_desktop_manifest_is_the_readme_snippet() -> None:
+    manifest = README.parent / "manifests" / "claude_desktop_config.json"
+    assert json.loads(manifest.read_text()) == json.loads(_block_after("<!-- claude-desktop-config", "json"))
