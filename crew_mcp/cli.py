@@ -172,10 +172,21 @@ async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitabl
         return await fn(service)
 
 
-def _human() -> Any:
+def _human(svc: CrewService) -> Any:
+    """The person at the terminal, filed under the same owner as the MCP server's runs (CREW_MCP_OWNER)."""
     from .service import Caller, local_owner
 
-    return Caller(owner=local_owner(), conversation_id="cli", by="human", via="cli")
+    return Caller(owner=svc.settings.owner or local_owner(), conversation_id="cli", by="human", via="cli")
+
+
+def _crew(svc: CrewService, name: str | None) -> Any:
+    """The named crew; an unknown or ambiguous name is bad usage (exit 2)."""
+    from .errors import UsageError
+
+    try:
+        return svc.registry.get(name)
+    except UsageError as exc:
+        raise CLIError(str(exc), 2) from None
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -250,17 +261,24 @@ async def _crews(svc: CrewService, args: argparse.Namespace) -> int:
 
 
 async def _inputs(svc: CrewService, args: argparse.Namespace) -> int:
-    _emit(args, await svc.list_inputs(args.crew))
+    _emit(args, await svc.list_inputs(_crew(svc, args.crew).name))
     return 0
 
 
 async def _kickoff(svc: CrewService, args: argparse.Namespace) -> int:
+    from .errors import UsageError
     from .service import Caller
 
     crew, values = _parse_pairs(args.args)
-    human = _human()
+    target = _crew(svc, crew)
+    catalogue = await svc.list_inputs(target.name)
+    try:  # bad inputs are bad usage (exit 2), checked before anything is recorded or sent
+        svc.validate_inputs(target, catalogue.inputs, values)
+    except UsageError as exc:
+        raise CLIError(str(exc), 2) from None
+    human = _human(svc)
     caller = Caller(human.owner, args.conversation, by="human", via="cli")
-    view = await svc.kickoff(crew, values, caller)
+    view = await svc.kickoff(target.name, values, caller)
     if args.wait and view.kickoff_id:
         view = await _follow(svc, view.kickoff_id, caller)
     _emit(args, view)
@@ -276,7 +294,7 @@ async def _follow(svc: CrewService, kickoff_id: str, caller: Any) -> Any:
 
 
 async def _status(svc: CrewService, args: argparse.Namespace) -> int:
-    caller = _human()
+    caller = _human(svc)
     view = await (_follow(svc, args.kickoff_id, caller) if args.wait else svc.status(args.kickoff_id, caller))
     _emit(args, view)
     return 0
@@ -284,7 +302,7 @@ async def _status(svc: CrewService, args: argparse.Namespace) -> int:
 
 async def _resume(svc: CrewService, args: argparse.Namespace) -> int:
     view = await svc.resume(
-        args.kickoff_id, _human(), approve=bool(args.approve), feedback=args.feedback, task_id=args.task_id
+        args.kickoff_id, _human(svc), approve=bool(args.approve), feedback=args.feedback, task_id=args.task_id
     )
     _emit(args, view)
     return 0
@@ -292,14 +310,14 @@ async def _resume(svc: CrewService, args: argparse.Namespace) -> int:
 
 async def _runs(svc: CrewService, args: argparse.Namespace) -> int:
     view = await svc.executions(
-        _human(), conversation_id=args.conversation, crew=args.crew, state=args.state, limit=args.limit
+        _human(svc), conversation_id=args.conversation, crew=args.crew, state=args.state, limit=args.limit
     )
     _emit(args, view)
     return 0
 
 
 async def _approvals(svc: CrewService, args: argparse.Namespace) -> int:
-    _emit(args, await svc.pending_approvals(_human()))
+    _emit(args, await svc.pending_approvals(_human(svc)))
     return 0
 
 

@@ -128,24 +128,32 @@ _ENV_FIELDS: dict[str, str] = {
 }
 
 
-def _where(loc: tuple[int | str, ...], crews: list[Any]) -> str:
+def _where(loc: tuple[int | str, ...], crews: list[Any], origins: Mapping[str, str], env_crew: Any) -> str:
     parts = [str(p) for p in loc]
     if len(parts) >= 2 and parts[0] == "crews" and parts[1].isdigit():
         i = int(parts[1])
-        name = crews[i].get("name") if i < len(crews) and isinstance(crews[i], dict) else None
+        entry = crews[i] if i < len(crews) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
         crew = f"crew {name!r}" if name else f"crew #{i + 1}"
         field = ".".join(parts[2:]) or "(the crew entry)"
-        return f"{crew}, field {field!r}"
-    return f"field {'.'.join(parts)!r}"
+        var = origins.get(f"crew.{parts[2]}") if entry is env_crew and len(parts) > 2 else None
+        return f"{crew}, field {field!r}" + (f" (from {var})" if var else "")
+    var = origins.get(parts[0]) if parts else None
+    return f"field {'.'.join(parts)!r}" + (f" (from {var})" if var else "")
 
 
-def _validate(data: dict[str, Any], source: str) -> Settings:
+def _validate(
+    data: dict[str, Any], source: str, origins: Mapping[str, str] | None = None, env_crew: Any = None
+) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raw = data.get("crews")
         crews: list[Any] = raw if isinstance(raw, list) else []
-        problems = "; ".join(f"{_where(e['loc'], crews)}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{_where(e['loc'], crews, origins or {}, env_crew)}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
         raise ConfigError(f"Invalid configuration in {source}: {problems}") from None
 
 
@@ -226,13 +234,25 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
         if isinstance(crews, list):
             _resolve_tokens(crews, env, source)
     env_crew = _env_crew(env)
+    origins: dict[str, str] = {}
     if env_crew is not None:
-        data["crews"] = [c for c in data.get("crews", []) if c.get("name") != env_crew["name"]] + [env_crew]
+        file_crews = data.get("crews", [])
+        if isinstance(file_crews, list):
+            keep = [c for c in file_crews if not (isinstance(c, dict) and c.get("name") == env_crew["name"])]
+            data["crews"] = [*keep, env_crew]
+        url_var = ENV_PREFIX + "CREW_URL" if env.get(ENV_PREFIX + "CREW_URL") else OFFICIAL_URL_ENV
+        origins.update(
+            {"crew.url": url_var, "crew.name": ENV_PREFIX + "CREW_NAME", "crew.status_path": ENV_PREFIX + "STATUS_PATH"}
+        )
     for suffix, field in _ENV_FIELDS.items():
         if ENV_PREFIX + suffix in env:
             data[field] = env[ENV_PREFIX + suffix]
+            origins[field] = ENV_PREFIX + suffix
     data.update({k: v for k, v in overrides.items() if v is not None})
-    settings = _validate(data, source)
+    for k, v in overrides.items():
+        if v is not None:
+            origins.pop(k, None)
+    settings = _validate(data, source, origins, env_crew)
     names = [c.name for c in settings.crews]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
