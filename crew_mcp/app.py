@@ -59,6 +59,9 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen before announcing the URL: a client that connects at once then waits in the backlog until the
+    # server (and its lifespan) is up, instead of being refused.
+    sock.listen(2048)
     bound = sock.getsockname()[1]
     app = build_app(settings, host=host, port=bound)
     print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)

@@ -150,7 +150,7 @@ class CrewService:
     async def _retention(self) -> None:
         await run_retention(
             self.ledger,
-            interval=3600.0,
+            interval=self.settings.retention_interval_seconds,
             max_age=timedelta(days=self.settings.retention_days),
             max_count=self.settings.retention_max_records,
         )

@@ -99,6 +99,7 @@ class Settings(_Strict):
     keep_input_values: bool = True
     retention_days: float = Field(default=30.0, gt=0)
     retention_max_records: int = Field(default=100_000, ge=1)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     owner: str | None = None
     simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
@@ -122,6 +123,7 @@ _ENV_FIELDS: dict[str, str] = {
     "KEEP_INPUT_VALUES": "keep_input_values",
     "RETENTION_DAYS": "retention_days",
     "RETENTION_MAX_RECORDS": "retention_max_records",
+    "RETENTION_INTERVAL": "retention_interval_seconds",
     "LOG_LEVEL": "log_level",
     "OWNER": "owner",
     "SIMULATOR_TIME_SCALE": "simulator_time_scale",
