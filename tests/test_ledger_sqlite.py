@@ -250,3 +250,38 @@ async def test_rows_keep_indexed_copies_of_the_record_fields(tmp_path: Path) -> 
         ).fetchone()
     assert row[:6] == ("r1", "k1", "alice", "c", "trip", "running")
     assert json.loads(row[6])["kickoff_id"] == "k1"
+
+
+async def test_prune_deletes_a_backlog_in_batches_keeping_exactly_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import crew_mcp.ledger.sqlite as backend
+
+    monkeypatch.setattr(backend, "PRUNE_BATCH", 7)
+    ledger = SqliteLedger(tmp_path / "l.db")
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [
+        RunRecord(
+            request_id=f"r{i:03d}", crew="c", conversation_id="x", owner="o", created_at=base + timedelta(minutes=i)
+        )
+        for i in range(60)
+    ]
+    await ledger.create_many(records)
+    writes: list[int] = []
+    original = ledger._write
+
+    async def counting(op):  # type: ignore[no-untyped-def]
+        result = await original(op)
+        writes.append(result)
+        return result
+
+    monkeypatch.setattr(ledger, "_write", counting)
+    deleted = await ledger.prune(max_age=timedelta(days=36500), max_count=25)
+    kept = await ledger.list(owner="o", limit=100)
+    await ledger.aclose()
+    assert deleted == 35
+    assert [r.request_id for r in kept] == [f"r{i:03d}" for i in range(59, 34, -1)]
+    assert max(writes) <= 7
+    assert len(writes) >= 35 // 7

@@ -126,6 +126,10 @@ def _check_version(found: int) -> None:
 # ----------------------------------------------------------------------------------------------- ledger
 
 
+PRUNE_BATCH = 1000
+"""Rows one prune transaction deletes at most."""
+
+
 class SqliteLedger(KickoffUpdates):
     """The :class:`~crew_mcp.ledger.Ledger` in one SQLite file (opened and migrated on first use).
 
@@ -175,19 +179,36 @@ class SqliteLedger(KickoffUpdates):
         await self._write(lambda c: _update(c, _by_request(c, request_id), lambda r: apply_failed(r, error, utcnow())))
 
     async def prune(self, *, max_age: timedelta, max_count: int) -> int:
-        """Delete records not updated within ``max_age`` and all but the newest ``max_count``."""
+        """Delete records not updated within ``max_age`` and all but the newest ``max_count``.
+
+        Deletes in batches of :data:`PRUNE_BATCH`, one transaction each, so a large backlog never holds the
+        ledger (and the tool calls waiting on it) for longer than one batch.
+        """
         check_prune_args(max_age, max_count)
         cutoff = micros(utcnow() - max_age)
 
-        def prune(conn: sqlite3.Connection) -> int:
-            old = conn.execute("DELETE FROM runs WHERE updated_at < ?", (cutoff,)).rowcount
-            surplus = conn.execute(
-                f"DELETE FROM runs WHERE request_id IN (SELECT request_id FROM runs {_ORDER} LIMIT -1 OFFSET ?)",  # noqa: S608 - constant SQL
-                (max_count,),
-            ).rowcount
-            return int(old + surplus)
+        def old(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(
+                    "DELETE FROM runs WHERE request_id IN (SELECT request_id FROM runs WHERE updated_at < ? LIMIT ?)",
+                    (cutoff, PRUNE_BATCH),
+                ).rowcount
+            )
 
-        return await self._write(prune)
+        def surplus(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(
+                    f"DELETE FROM runs WHERE request_id IN "  # noqa: S608 - constant SQL
+                    f"(SELECT request_id FROM (SELECT request_id FROM runs {_ORDER} LIMIT -1 OFFSET ?) LIMIT ?)",
+                    (max_count, PRUNE_BATCH),
+                ).rowcount
+            )
+
+        total = 0
+        for step in (old, surplus):
+            while (deleted := await self._write(step)) > 0:
+                total += deleted
+        return total
 
     async def aclose(self) -> None:
         """Close the connection; the ledger is unusable afterwards."""
