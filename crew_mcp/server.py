@@ -289,7 +289,9 @@ def _register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     async def resume_with_feedback(
         ctx: Context,
         kickoff_id: Annotated[str, Field(description="The run waiting for review")],
-        decision: Annotated[ElicitationResult[Approval] | None, Resolve(ask_human)],
+        # Exactly ElicitationResult[...] (no "| None"): only then does the SDK hand over a declined or cancelled
+        # form instead of failing the call; a resolver that returns None arrives as AcceptedElicitation(data=None).
+        decision: Annotated[ElicitationResult[Approval], Resolve(ask_human)],
         approve: Annotated[
             bool | None,
             WithJsonSchema(
@@ -309,12 +311,13 @@ def _register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
         """
         svc = rt.require()
         by: Literal["model", "human"] = "model"
-        if decision is not None:
-            if not isinstance(decision, AcceptedElicitation):
-                raise ToolError(
-                    f"The user did not answer the approval form; run {kickoff_id} stays paused. Ask them in chat."
-                )
-            approve, feedback, by = decision.data.approve, decision.data.feedback, "human"
+        if not isinstance(decision, AcceptedElicitation):
+            raise ToolError(
+                f"The user did not answer the approval form; run {kickoff_id} stays paused. Ask them in chat."
+            )
+        answer: Approval | None = decision.data  # None: approve came as an argument, no form was shown
+        if answer is not None:
+            approve, feedback, by = answer.approve, answer.feedback, "human"
         assert approve is not None
         caller = _caller(settings, ctx, "", by=by)
         caller = Caller(caller.owner, caller.conversation_id, by=by, via="elicitation" if by == "human" else "tool")
