@@ -145,6 +145,8 @@ class StatusHub:
         interval = self._initial
         try:
             while watch.waiters > 0:
+                # Armed before the read, so a push (or the last waiter leaving) during the read is not lost.
+                watch.poke = anyio.Event()
                 try:
                     status = await self._fetch(*key)
                 except CrewMCPError as exc:
@@ -154,7 +156,6 @@ class StatusHub:
                     watch.publish(status)
                     if settled(status):
                         break
-                watch.poke = anyio.Event()
                 with anyio.move_on_after(interval):
                     await watch.poke.wait()
                 interval = min(interval * self._factor, self._max)
