@@ -82,7 +82,8 @@ async def _apply(runtime: Runtime, crew: str, kickoff_id: str, kind: str, payloa
         service.hub.push(crew, kickoff_id)
     elif kind == "crew":
         state = str(payload.get("status") or "SUCCESS")
-        body = {"state": state, "result": payload.get("result"), "result_json": payload.get("result_json")}
+        body = {key: payload.get(key) for key in ("result", "result_json", "error", "token_usage")}
+        body["state"] = state
         status = normalize_status(kickoff_id, body)
         if status.state is ExecutionState.UNKNOWN:
             status = normalize_status(kickoff_id, {**body, "state": "SUCCESS"})
