@@ -60,7 +60,7 @@ class Caller:
 
     owner: str
     conversation_id: str = DEFAULT_CONVERSATION
-    by: Literal["model", "human"] = "model"
+    by: Literal["model", "human", "system"] = "model"
     via: str = "tool"
 
 
@@ -337,6 +337,9 @@ class CrewService:
         except e.CrewAPIError as exc:
             raise e.UsageError(explain(exc, crew=crew.name, action="read the run's status")) from None
         fresh = await self._ledger(self.ledger.get(record.kickoff_id, owner=None)) or record
+        rejected = await self._reject_expired(fresh)
+        if rejected is not None:
+            return rejected.run
         return self._view(fresh, status)
 
     async def _fetch(self, crew_name: str, kickoff_id: str) -> ExecutionStatus:
@@ -369,7 +372,7 @@ class CrewService:
                 f"Run {kickoff_id} is {record.state.value} and crew-mcp does not know which task waits for review. "
                 "If the crew's status API does not report pauses, pass task_id explicitly."
             )
-        if self.settings.approval_policy == "human" and caller.by != "human":
+        if self.settings.approval_policy == "human" and caller.by == "model":
             raise e.UsageError(human_only_message(kickoff_id))
         crew = self.registry.get(record.crew)
         try:
@@ -397,6 +400,7 @@ class CrewService:
         run = self._view(updated, None)
         run.state = ExecutionState.RUNNING.value
         run.pending = None
+        run.next_step = self._next_step(run)
         verdict = "continue with the next task" if approve else "re-run the task with the feedback, then ask again"
         return ResumeView(
             kickoff_id=record.kickoff_id,
@@ -462,6 +466,8 @@ class CrewService:
         for r in records:
             if r.kickoff_id is None or r.pending is None:
                 continue
+            if await self._reject_expired(r) is not None:
+                continue
             since = r.pending.since or r.updated_at
             waited = (now - since).total_seconds() if since else None
             approvals.append(
@@ -481,6 +487,32 @@ class CrewService:
         if self.settings.approval_policy == "human":
             hint = "Only the user may decide: " + human_only_message("<kickoff_id>")
         return ApprovalList(approvals=approvals, next_step=hint)
+
+    async def _reject_expired(self, record: RunRecord) -> ResumeView | None:
+        """Reject a pending task that waited longer than the approval expiry, when the expiry action is "reject".
+
+        The rejection goes through :meth:`resume` (so webhook URLs are re-sent) with the reason as feedback, and is
+        recorded as decided by "system". Returns None when nothing was due or the crew refused (logged).
+        """
+        expiry = self.settings.approval_expiry_seconds
+        pending = record.pending
+        if self.settings.approval_expiry_action != "reject" or not expiry or pending is None or not record.kickoff_id:
+            return None
+        since = pending.since or record.updated_at
+        if (datetime.now(UTC) - since).total_seconds() <= expiry:
+            return None
+        caller = Caller(record.owner, record.conversation_id, by="system", via="expiry")
+        feedback = f"Rejected automatically: no human decision within {expiry:g} s"
+        try:
+            view = await self.resume(
+                record.kickoff_id, caller, approve=False, feedback=feedback, task_id=pending.task_id
+            )
+        except e.UsageError as exc:
+            log.warning("could not reject the expired approval of run %s: %s", record.kickoff_id, exc)
+            return None
+        log.info("rejected the expired approval of run %s (task %s)", record.kickoff_id, pending.task_id)
+        view.run.message = feedback
+        return view
 
     # ----------------------------------------------------------------------------------------- helpers
 

@@ -254,6 +254,22 @@ async def test_add_decision_appends_to_the_history_and_clears_pending(ledger: Le
     assert await ledger.pending_approvals(owner="alice") == []
 
 
+async def test_a_system_decision_made_on_approval_expiry_is_stored_as_given(ledger: Ledger) -> None:
+    await started(ledger, 1)
+    await ledger.set_pending("k-1", PendingHumanInput(task_id="review"))
+    auto = Decision(
+        task_id="review",
+        approve=False,
+        feedback="Rejected automatically: no human decision within 60 s",
+        by="system",
+        via="expiry",
+        actor="alice",
+    )
+    await ledger.add_decision("k-1", auto)
+    stored = await ledger.get("k-1", owner="alice")
+    assert stored is not None and stored.decisions == [auto] and stored.pending is None
+
+
 # ------------------------------------------------------------------------------------------- listings
 
 

@@ -79,8 +79,8 @@ class Decision(BaseModel):
     task_id: str
     approve: bool
     feedback: str
-    by: Literal["model", "human"]
-    via: str = Field(description='"tool", "elicitation" or "cli"')
+    by: Literal["model", "human", "system"] = Field(description='"system": crew-mcp itself (approval expiry)')
+    via: str = Field(description='"tool", "elicitation", "cli" or "expiry"')
     actor: str
     at: UTCDateTime = Field(default_factory=utcnow)
 
