@@ -1,0 +1,173 @@
+"""Helpers shared by the long-run and human-in-the-loop tests (test_waits, test_approvals, test_webhooks).
+
+Two set-ups:
+
+* in-memory: the MCP server through the SDK's ``Client``, the simulator over ``httpx2.ASGITransport`` on a
+  manual clock, and (when ``webhooks=True``) the simulator's webhooks delivered in-process to crew-mcp's
+  receiver, so a pause that only a webhook announces (documented shape) is deterministic too;
+* real sockets: the simulator under uvicorn (``serve_simulator``) and crew-mcp's HTTP app (``build_app``)
+  under uvicorn, both on 127.0.0.1 port 0.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+import uvicorn
+from mcp import Client
+from mcp.client.session import ClientRequestContext
+from mcp.types import ElicitRequestParams, ElicitResult
+from starlette.applications import Starlette
+
+from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
+from crew_mcp.ledger import open_ledger
+from crew_mcp.server import Runtime, build_server
+from crew_mcp.service import CrewService
+from crew_mcp.settings import Settings
+from crew_mcp.simulator import CrewSpec, Simulator, TaskSpec
+from crew_mcp.webhooks import webhook_routes
+
+MODES = ["auto", "legacy"]  # 2026-07-28 and 2025-11-25
+HOOK_BASE = "http://crew-mcp.test"
+OWNER = "tester"
+
+
+def documented(spec: CrewSpec) -> CrewSpec:
+    """``spec`` answering ``/status`` in the documented OpenAPI shape (a pause shows as ``running``)."""
+    return spec.model_copy(update={"name": f"{spec.name}_doc", "shape": "documented"})
+
+
+def instant_review_crew() -> CrewSpec:
+    """A crew whose only task finishes at once and waits for review: it pauses on kickoff."""
+    return CrewSpec(
+        name="instant",
+        description="Pauses for review immediately",
+        inputs=[],
+        tasks=[TaskSpec(id="check", agent="Checker", duration=0, human_input=True, output="Checked.")],
+    )
+
+
+@dataclass
+class Env:
+    """One connected client, the simulator behind it, and every service the server's lifespan built."""
+
+    client: Client
+    sim: Simulator
+    settings: Settings
+    services: list[CrewService] = field(default_factory=list)
+
+    @property
+    def service(self) -> CrewService:
+        return self.services[-1]
+
+    async def call(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        r = await self.client.call_tool(tool, args or {}, **kw)
+        assert not r.is_error, r.content
+        assert r.structured_content is not None
+        return r.structured_content
+
+    async def error(self, tool: str, args: dict[str, Any] | None = None) -> str:
+        r = await self.client.call_tool(tool, args or {})
+        assert r.is_error, r.structured_content
+        return "".join(getattr(c, "text", "") for c in r.content)
+
+    async def kickoff(self, crew: str, inputs: dict[str, Any] | None = None, **extra: Any) -> str:
+        run = await self.call("kickoff_crew", {"crew": crew, "inputs": inputs or {"topic": "tides"}, **extra})
+        kickoff_id = run["kickoff_id"]
+        assert isinstance(kickoff_id, str)
+        return kickoff_id
+
+
+def service_factory(sim: Simulator, services: list[CrewService], *, poll_initial: float = 0.01) -> Any:
+    async def factory(settings: Settings) -> CrewService:
+        transport = httpx2.ASGITransport(app=sim.app)
+        registry = CrewRegistry([Crew(c, _client(c, transport)) for c in simulator_crews(sim)], simulator=sim)
+        service = CrewService(settings, registry, open_ledger("memory://"), poll_initial=poll_initial)
+        services.append(service)
+        return service
+
+    return factory
+
+
+@asynccontextmanager
+async def in_memory(
+    mode: str,
+    settings: Settings | None = None,
+    *,
+    crews: Sequence[CrewSpec] | None = None,
+    webhooks: bool = False,
+    poll_initial: float = 0.01,
+    elicitation: Any = None,
+) -> AsyncIterator[Env]:
+    """The MCP server over the in-memory transport against a manual-clock simulator.
+
+    With ``webhooks`` the service sends webhook URLs at kickoff and the simulator delivers them in-process to
+    crew-mcp's receiver (the routes ``build_app`` mounts), during ``await sim.advance(s)``.
+    """
+    settings = settings or Settings(owner=OWNER)
+    runtime = Runtime()
+    transport = httpx2.ASGITransport(app=Starlette(routes=webhook_routes(runtime))) if webhooks else None
+    sim = Simulator(crews, clock="manual", webhook_transport=transport)
+    services: list[CrewService] = []
+    mcp = build_server(
+        settings,
+        service_factory=service_factory(sim, services, poll_initial=poll_initial),
+        runtime=runtime,
+        webhook_base=HOOK_BASE if webhooks else None,
+    )
+    async with sim, Client(mcp, mode=mode, elicitation_callback=elicitation) as client:  # type: ignore[arg-type]
+        yield Env(client, sim, settings, services)
+
+
+async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
+    """Check ``condition`` every 10 ms until it holds; fail after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.01)
+
+
+def answering(action: str, content: dict[str, Any] | None = None, seen: list[str] | None = None) -> Any:
+    """An elicitation callback that answers every form with ``action`` (and ``content`` when accepting)."""
+
+    async def answer(_: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        if seen is not None:
+            seen.append(params.message)
+        return ElicitResult(action=action, content=content if action == "accept" else None)  # type: ignore[arg-type]
+
+    return answer
+
+
+# ------------------------------------------------------------------------------------------ real sockets
+
+
+def loopback_socket() -> socket.socket:
+    """A socket bound to 127.0.0.1 on a free port (port 0), so the URL is known before the app is built."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+@asynccontextmanager
+async def serve_on(app: Any, sock: socket.socket) -> AsyncIterator[str]:
+    """Serve ``app`` under uvicorn (lifespan on) on ``sock``; yield its root URL."""
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2))
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            await until(lambda: server.started, timeout=10)
+            try:
+                yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
