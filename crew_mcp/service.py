@@ -44,6 +44,8 @@ log = logging.getLogger("crew_mcp.service")
 OnUpdate = Callable[[ExecutionStatus], Awaitable[None]]
 _T = TypeVar("_T")
 DEFAULT_CONVERSATION = "default"
+REFRESH_RUNNING = 20
+"""How many running runs ``list_pending_approvals`` re-reads upstream before listing."""
 
 
 def local_owner() -> str:
@@ -305,10 +307,10 @@ class CrewService:
             return record
         record = await self._ledger(self.ledger.latest(owner=caller.owner, conversation_id=caller.conversation_id))
         if record is None:
-            runs = await self._ledger(self.ledger.list(owner=caller.owner, limit=1))
-            if not runs:
-                raise e.UsageError("You have no runs yet. Call list_crews and kickoff_crew to start one.")
-            record = runs[0]
+            raise e.UsageError(
+                f"This conversation ({caller.conversation_id}) has no runs yet. Call list_executions to find runs "
+                "from other conversations and pass their kickoff_id, or kickoff_crew to start one."
+            )
         return record
 
     async def status(
@@ -330,27 +332,39 @@ class CrewService:
         try:
             if wait > 0:
                 status = await self.hub.wait(crew.name, record.kickoff_id, timeout=wait, on_update=on_update)
+                fresh = await self._ledger(self.ledger.get(record.kickoff_id, owner=None)) or record
                 if status is None:
-                    status = await self._fetch(crew.name, record.kickoff_id)
+                    status, fresh = await self._refresh(crew, fresh)
             else:
-                status = await self._fetch(crew.name, record.kickoff_id)
+                status, fresh = await self._refresh(crew, record)
         except e.CrewAPIError as exc:
             raise e.UsageError(explain(exc, crew=crew.name, action="read the run's status")) from None
-        fresh = await self._ledger(self.ledger.get(record.kickoff_id, owner=None)) or record
         rejected = await self._reject_expired(fresh)
         if rejected is not None:
             return rejected.run
         return self._view(fresh, status)
 
     async def _fetch(self, crew_name: str, kickoff_id: str) -> ExecutionStatus:
-        """One upstream status read, merged with what webhooks told the ledger, saved to the ledger."""
+        """One upstream status read for the shared poll loop (see :meth:`_refresh`)."""
         crew = self.registry.get(crew_name)
-        status = await crew.client.status(kickoff_id)
         record = await self._ledger(self.ledger.get(kickoff_id, owner=None))
-        if record is not None:
-            status = _merge_pending(status, record)
-            await self._ledger(self.ledger.save_status(kickoff_id, status))
+        if record is None:
+            return await crew.client.status(kickoff_id)
+        status, _ = await self._refresh(crew, record)
         return status
+
+    async def _refresh(self, crew: Crew, record: RunRecord) -> tuple[ExecutionStatus, RunRecord]:
+        """Read the run's status upstream, merge what webhooks told the ledger, and save it when it changed.
+
+        An unchanged status is written again only after :data:`RESAVE_AFTER` seconds (to keep
+        ``status_fetched_at`` honest), so polling a long run does not cost a ledger write per read.
+        """
+        assert record.kickoff_id is not None
+        status = _merge_pending(await crew.client.status(record.kickoff_id), record)
+        if _changed(record, status):
+            saved = await self._ledger(self.ledger.save_status(record.kickoff_id, status))
+            record = saved or record
+        return status, record
 
     # ------------------------------------------------------------------------------------------ resume
 
@@ -459,6 +473,7 @@ class CrewService:
         return ExecutionList(executions=runs, count=len(runs), next_step=hint)
 
     async def pending_approvals(self, caller: Caller) -> ApprovalList:
+        await self._refresh_running(caller)
         records = await self._ledger(self.ledger.pending_approvals(owner=caller.owner))
         now = datetime.now(UTC)
         expiry = self.settings.approval_expiry_seconds
@@ -487,6 +502,24 @@ class CrewService:
         if self.settings.approval_policy == "human":
             hint = "Only the user may decide: " + human_only_message("<kickoff_id>")
         return ApprovalList(approvals=approvals, next_step=hint)
+
+    async def _refresh_running(self, caller: Caller) -> None:
+        """Re-read the owner's newest running runs (at most :data:`REFRESH_RUNNING`) so pauses that happened
+        since the last read are listed even with no webhooks (stdio); failures leave the ledger as it was."""
+        running = await self._ledger(
+            self.ledger.list(owner=caller.owner, state=RecordState.RUNNING.value, limit=REFRESH_RUNNING)
+        )
+
+        async def refresh(record: RunRecord) -> None:
+            try:
+                await self._refresh(self.registry.get(record.crew), record)
+            except (e.CrewAPIError, e.UsageError) as exc:
+                log.info("could not refresh %s: %s", record.kickoff_id, exc)
+
+        async with anyio.create_task_group() as tg:
+            for record in running:
+                if record.kickoff_id is not None:
+                    tg.start_soon(refresh, record)
 
     async def _reject_expired(self, record: RunRecord) -> ResumeView | None:
         """Reject a pending task that waited longer than the approval expiry, when the expiry action is "reject".
@@ -589,6 +622,20 @@ def human_only_message(kickoff_id: str) -> str:
         f'running `crew-mcp resume {kickoff_id} --approve` (or `--reject --feedback "..."`) in a terminal, or by '
         "calling resume_with_feedback without approve in a client that can show them a form."
     )
+
+
+RESAVE_AFTER = 30.0
+"""Seconds after which an unchanged status is saved again."""
+
+
+def _changed(record: RunRecord, status: ExecutionStatus) -> bool:
+    """True when ``status`` says something the ledger does not have yet (ignoring the raw body's timestamps)."""
+    last = record.status
+    if last is None or record.status_fetched_at is None or record.state.value != status.state.value:
+        return True
+    if (datetime.now(UTC) - record.status_fetched_at).total_seconds() > RESAVE_AFTER:
+        return True
+    return last.model_dump(exclude={"raw"}) != status.model_dump(exclude={"raw"})
 
 
 def _merge_pending(status: ExecutionStatus, record: RunRecord) -> ExecutionStatus:

@@ -249,6 +249,7 @@ async def test_add_decision_appends_to_the_history_and_clears_pending(ledger: Le
     assert first is not None
     assert second is not None
     assert first.pending is None
+    assert first.state is RecordState.RUNNING  # the crew acts on the decision next
     assert [d.approve for d in second.decisions] == [False, True]
     assert second == await ledger.get("k-1", owner="alice")
     assert await ledger.pending_approvals(owner="alice") == []

@@ -256,3 +256,22 @@ async def test_upstream_auth_failure_is_explained_as_configuration_without_the_t
         text = "".join(getattr(c, "text", "") for c in r.content)
     assert r.is_error and "token" in text and "configuration" in text
     assert secret not in text
+
+
+async def test_pending_approvals_include_a_run_that_paused_since_anyone_last_looked(env: Env) -> None:
+    run = await env.call("kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}})
+    await env.sim.advance(3600)  # paused upstream; no webhook, no get_status since
+    listed = await env.call("list_pending_approvals")
+    assert [a["kickoff_id"] for a in listed["approvals"]] == [run["kickoff_id"]]
+    assert listed["approvals"][0]["output"]
+
+
+async def test_a_decision_sends_the_run_back_to_running_until_the_crew_asks_again(env: Env) -> None:
+    run = await env.call("kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}})
+    await env.sim.advance(3600)
+    await env.call("get_status", {"kickoff_id": run["kickoff_id"]})
+    await env.call("resume_with_feedback", {"kickoff_id": run["kickoff_id"], "approve": False, "feedback": "more"})
+    listed = await env.call("list_executions", {"state": "running"})
+    assert [r["kickoff_id"] for r in listed["executions"]] == [run["kickoff_id"]]
+    text = await env.error("resume_with_feedback", {"kickoff_id": run["kickoff_id"], "approve": True})
+    assert "not waiting for human review" in text

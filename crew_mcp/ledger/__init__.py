@@ -255,8 +255,14 @@ def apply_pending(record: RunRecord, pending: PendingHumanInput | None, now: dat
 
 
 def apply_decision(record: RunRecord, decision: Decision, now: datetime) -> RunRecord:
-    """The record with ``decision`` appended and the pending human input cleared."""
-    return record.model_copy(update={"decisions": [*record.decisions, decision], "pending": None, "updated_at": now})
+    """The record with ``decision`` appended and the pending human input cleared.
+
+    A run that was waiting for that decision goes back to ``running``: the crew acts on it next.
+    """
+    update: dict[str, Any] = {"decisions": [*record.decisions, decision], "pending": None, "updated_at": now}
+    if record.state is RecordState.WAITING_FOR_HUMAN:
+        update["state"] = RecordState.RUNNING
+    return record.model_copy(update=update)
 
 
 def is_pending_approval(record: RunRecord) -> bool:
