@@ -56,7 +56,9 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
 
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # IPPROTO_TCP explicitly, so asyncio sets TCP_NODELAY on every accepted connection (it checks the proto);
+    # without it each keep-alive response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     # Listen before announcing the URL: a client that connects at once then waits in the backlog until the

@@ -204,7 +204,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
         from .app import serve_http
 
-        _setup_logging(args.verbose, "INFO")
+        # The configured level (default WARNING), as for stdio: INFO logs a line for every upstream request.
+        _setup_logging(args.verbose, settings.log_level)
         serve_http(settings, host=args.host, port=args.port)
         return 0
     _setup_logging(args.verbose, settings.log_level)
