@@ -11,13 +11,16 @@ layer of a running run's `get_status` on its own against the same simulator (med
 
 | layer | time per call |
 |---|---:|
-| raw httpx2 GET through a shared client (the REST floor) | 1.00 ms |
-| `CrewClient.status` (retry policy, deadline, status-path choice, `normalize_status`) | 1.61 ms |
-| `CrewService.status`, running run (the above + 3 ledger reads + 1 ledger write) | 3.64 ms |
-| `CrewService.status`, finished run (1 ledger read, no upstream) | 0.13 ms |
-| SQLite `ledger.get` / `ledger.save_status` (each a worker-thread hop) | 0.10 ms / 0.47 ms |
+| raw httpx2 GET through a shared client (the REST floor) | 0.82 ms |
+| `CrewClient.status` (retry policy, deadline, status-path choice, `normalize_status`) | 0.95 ms |
+| `CrewService.status`, running run (the above + 1 ledger read; a write only when the status changed) | 1.53 ms |
+| `CrewService.status`, finished run (1 ledger read, no upstream) | 0.19 ms |
+| SQLite `ledger.get` / `ledger.save_status` (each a worker-thread hop) | 0.23 ms / 0.48 ms |
 | SDK client: jsonschema validation of crew-mcp's `RunView` output (floor's dict: 0.004 ms) | 0.25 ms |
 | whole `get_status` in-process (`Client(server)`, no transport), finished run vs floor `echo` | 1.10 ms vs 0.29 ms |
+
+Since commit bf44727 (another change, landed while these benchmarks were written) a status read writes the ledger
+only when the status changed, and no longer re-reads the record afterwards; the table is for that code.
 
 - **Fixed while writing these benchmarks: a 40 ms stall on every keep-alive HTTP response.** `crew-mcp serve --http`
   (`crew_mcp/app.py`) and the simulator (`crew_mcp/simulator/serve.py`) created their listening socket with
@@ -26,20 +29,17 @@ layer of a running run's `get_status` on its own against the same simulator (med
   a shared-client GET to the simulator took 44 ms instead of 1 ms, and reusing connections was slower than opening
   a new one. Both now pass `IPPROTO_TCP`. (tests/test_http.py and tests/hitl_support.py still bind their own
   sockets the old way; their servers are slow for the same reason.)
-- **Figure 1 (running run vs floor).** The floor's tool is one GET. crew-mcp's `get_status` on a running run does the
-  GET through `CrewClient` (+0.6 ms: stamina retry context, deadline bookkeeping, pydantic normalisation), then three
-  SQLite reads and one write (`find`, the read in `_fetch` that merges webhook news, `save_status`, and a final
-  re-read), each a worker-thread hop (+≈0.8–2 ms under load), then builds a `RunView` with text and structured
-  content. On top, the SDK *client* validates that structured content against crew-mcp's output schema with
-  jsonschema (0.25 ms per call for `RunView`'s nested `$ref`/`anyOf` schema, 0.004 ms for the floor's plain
-  object; the largest single hotspot in a cProfile of the call): a cost every Python-SDK host pays, counted in the
-  end-to-end latency.
-  What would close the gap: (1) drop the final re-read in `CrewService.status` (`save_status` already returns the
-  updated record); (2) skip `save_status` when the fetched status equals the stored one (the common case while a run
-  is running: it saves the 0.47 ms write and the fsync); (3) keep the ledger read `_fetch` does only when the caller
-  does not already hold the record; (4) a flatter `RunView` output schema (no `anyOf`/`$ref`) to cut client-side
-  validation. Items 1–3 remove one SQLite read, one write and their thread hops (≈0.6 ms measured alone), which
-  is most of the p50 difference (≈1 ms when this was written); item 4 takes most of the rest.
+- **Figure 1 (running run vs floor).** The floor's tool is one GET returning the crew's JSON. crew-mcp's
+  `get_status` on a running run reads the record from the ledger (a SQLite query in a worker thread, ≈0.2 ms),
+  does the GET through `CrewClient` (≈0.1–0.6 ms over the raw GET depending on load: stamina retry context,
+  deadline bookkeeping, pydantic normalisation into `ExecutionStatus`), then builds a `RunView` with a text rendering
+  and structured content, which the SDK serialises; the SDK *client* then validates that structured content against
+  crew-mcp's output schema with jsonschema (0.25 ms for `RunView`'s nested `$ref`/`anyOf` schema, 0.004 ms for the
+  floor's plain object; the largest single hotspot in a cProfile of the call), a cost every Python-SDK host pays.
+  What would close the gap: (1) a flatter `RunView` output schema (no `anyOf`/`$ref`; optional fields as plain
+  types) to cut client validation; (2) serve the ledger read without a thread hop for hot records (a small
+  in-process cache of records this process wrote, invalidated on write); (3) build the `RunView` text lazily or
+  shorter for running runs. Together these are worth roughly the ≈0.5–1 ms p50 difference.
 - **Figure 2 (finished run vs echo).** No upstream request is made (the ledger answers). In-process, without the
   stdio transport, the call costs 1.10 ms against `echo`'s 0.29 ms: the service work (one SQLite read in a worker
   thread) is 0.13 ms, the client's jsonschema validation of the `RunView` ≈0.3 ms, and the rest is building the
@@ -51,12 +51,10 @@ layer of a running run's `get_status` on its own against the same simulator (med
   simulator and the server share the CPU, so the server's own cost (last column of the table) is the clearer
   number: crew-mcp spends about 1 ms more CPU per `get_status` than the floor (before the log-level fix below it was
   3–4 ms more, and the ratios were 0.4–0.7×). By cProfile of `crew-mcp serve --http` under 8 clients, that
-  millisecond is the figure 1 path: `CrewClient` around the GET, 3 ledger reads + 1 write (each a worker-thread hop),
-  building and serialising the `RunView` (pydantic `to_python` ≈0.4 ms per call) and its text; the floor does one
-  GET and returns the JSON dict. At 8–32 clients the extra latency also queues behind the simulator and the load
-  generator on the same 2 cores, which is why the calls/s ratio is lower than the CPU ratio. The fixes listed for
-  figure 1 are what would close the gap; a single ledger round trip per poll (read, merge and write in one worker
-  call) would remove most of the thread hops.
+  millisecond is the figure 1 path: the ledger read and its thread hop, `CrewClient` around the GET, building and
+  serialising the `RunView` (pydantic `to_python` ≈0.4 ms per call under the profiler) and its text; the floor does
+  one GET and returns the JSON dict. At 8–32 clients the extra work also queues behind the simulator and the load
+  generator on the same 2 cores, so the calls/s ratio is lower than the CPU ratio. The levers are those of figure 1.
 - **Also fixed: `crew-mcp serve --http` logged at INFO whatever `CREW_MCP_LOG_LEVEL` said** (`crew_mcp/cli.py`): one
   `INFO httpx2: HTTP Request ...` line on stderr for every upstream request and one per MCP session, thousands per
   benchmark run. It now uses the configured level (default WARNING) as stdio does; `-v` still gives INFO.
@@ -68,8 +66,8 @@ layer of a running run's `get_status` on its own against the same simulator (med
   each building its own SSL context with the OS trust store (≈27 ms each, `load_verify_locations`, even for
   `http://` crews). What would close the gap: share one SSL context across crews' clients (created once, lazily);
   defer the `run_<crew>` typed tools' schema building; and open the ledger lazily. These parts are measured under
-  profilers, which inflate them; the unprofiled difference is the cold-start table's (≈140 ms when this was
-  written), and the no-config start (simulated crews, in-process transport) was within 1.15× already.
+  profilers, which inflate them; the unprofiled difference is the cold-start table's (≈140–180 ms when this
+  was written), and the no-config start (simulated crews, in-process transport) came out at 1.12–1.15×.
 - **Figure 5.** One shared poll loop per execution (`crew_mcp/watch.py`): 100 waiting clients cost the same upstream
   requests as one.
 """
