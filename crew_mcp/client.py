@@ -183,15 +183,26 @@ class CrewClient:
         headers = {"User-Agent": f"crew-mcp/{__version__}", "Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        self._http = httpx2.AsyncClient(
-            base_url=url.copy_with(query=None, fragment=None),
-            headers=headers,
-            timeout=httpx2.Timeout(
+        self._http_options: dict[str, Any] = {
+            "base_url": url.copy_with(query=None, fragment=None),
+            "headers": headers,
+            "timeout": httpx2.Timeout(
                 connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.connect
             ),
-            transport=transport,
-            follow_redirects=False,
-        )
+            "transport": transport,
+            "follow_redirects": False,
+        }
+        self._pool: httpx2.AsyncClient | None = None
+        self._closed = False
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        """The pooled client, built on first use: its TLS context costs ~25 ms, which server start-up should not pay."""
+        if self._pool is None:
+            if self._closed:
+                raise RuntimeError("CrewClient is closed")
+            self._pool = httpx2.AsyncClient(**self._http_options)
+        return self._pool
 
     async def __aenter__(self) -> CrewClient:
         return self
@@ -201,7 +212,9 @@ class CrewClient:
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._http.aclose()
+        self._closed = True
+        if self._pool is not None:
+            await self._pool.aclose()
 
     @property
     def learned_status_path(self) -> str | None:

@@ -123,7 +123,9 @@ def _caller(settings: Settings, ctx: Context | None, conversation_id: str, *, by
 
 
 def _result(view: Any) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=view.text())], structured_content=dump(view))
+    return CallToolResult(
+        content=[TextContent(type="text", text=view.text())], structured_content=dump(view, compact=True)
+    )
 
 
 async def _guard(coro: Awaitable[_T]) -> _T:

@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,8 @@ log = logging.getLogger("crew_mcp.service")
 OnUpdate = Callable[[ExecutionStatus], Awaitable[None]]
 _T = TypeVar("_T")
 DEFAULT_CONVERSATION = "default"
+FINISHED_CACHE = 1024
+"""How many finished records a service keeps in memory."""
 REFRESH_RUNNING = 20
 """How many running runs ``list_pending_approvals`` re-reads upstream before listing."""
 
@@ -128,6 +131,7 @@ class CrewService:
         self.registry = registry
         self.ledger = ledger
         self.hub = StatusHub(self._fetch, initial=poll_initial)
+        self._finished: OrderedDict[str, RunRecord] = OrderedDict()
         self._tg: anyio.abc.TaskGroup | None = None
         self.webhook_base: str | None = None
 
@@ -298,7 +302,10 @@ class CrewService:
                 validate_kickoff_id(kickoff_id)
             except e.InvalidInputError as exc:
                 raise e.UsageError(str(exc)) from None
-            record = await self._ledger(self.ledger.get(kickoff_id, owner=caller.owner))
+            record = self._finished.get(kickoff_id)
+            if record is None or record.owner != caller.owner:
+                record = await self._ledger(self.ledger.get(kickoff_id, owner=caller.owner))
+                self._remember(record)
             if record is None:
                 raise e.UsageError(
                     f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
@@ -353,6 +360,15 @@ class CrewService:
         status, _ = await self._refresh(crew, record)
         return status
 
+    def _remember(self, record: RunRecord | None) -> None:
+        """Keep finished records in memory: they never change, so reading them again needs no ledger round trip."""
+        if record is None or record.kickoff_id is None or record.status is None or not record.status.terminal:
+            return
+        self._finished[record.kickoff_id] = record
+        self._finished.move_to_end(record.kickoff_id)
+        while len(self._finished) > FINISHED_CACHE:
+            self._finished.popitem(last=False)
+
     async def _refresh(self, crew: Crew, record: RunRecord) -> tuple[ExecutionStatus, RunRecord]:
         """Read the run's status upstream, merge what webhooks told the ledger, and save it when it changed.
 
@@ -364,6 +380,7 @@ class CrewService:
         if _changed(record, status):
             saved = await self._ledger(self.ledger.save_status(record.kickoff_id, status))
             record = saved or record
+            self._remember(record)
         return status, record
 
     # ------------------------------------------------------------------------------------------ resume

