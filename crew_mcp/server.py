@@ -20,11 +20,13 @@ from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, Elicitati
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from . import __version__
 from .errors import CrewMCPError, UsageError
 from .models import ExecutionStatus
+from .schema import portable
 from .service import Caller, CrewService, explain, local_owner
 from .settings import Settings
 from .views import ApprovalList, CrewInputs, CrewList, ExecutionList, ResumeView, RunView, dump, execution_uri
@@ -52,6 +54,22 @@ SIMULATED_NOTE = (
     "\nNo crew is configured, so the crews are crew-mcp's built-in simulated crews (no CrewAI account needed); "
     "say so when you present results."
 )
+
+
+class _PortableMCPServer(MCPServer):
+    """MCPServer whose published output schemas are portable (see :mod:`crew_mcp.schema`); computed once."""
+
+    _portable: dict[str, dict[str, Any]]
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        cache = self.__dict__.setdefault("_portable", {})
+        for tool in tools:
+            if tool.output_schema is not None:
+                if tool.name not in cache:
+                    cache[tool.name] = portable(tool.output_schema)
+                tool.output_schema = cache[tool.name]
+        return tools
 
 
 @dataclass
@@ -183,7 +201,7 @@ def build_server(
                 runtime.service = None
 
     instructions = INSTRUCTIONS + (SIMULATED_NOTE if settings.simulated else "")
-    mcp = MCPServer(
+    mcp = _PortableMCPServer(
         "crew-mcp",
         title="CrewAI crews",
         version=__version__,

@@ -275,3 +275,9 @@ async def test_a_decision_sends_the_run_back_to_running_until_the_crew_asks_agai
     assert [r["kickoff_id"] for r in listed["executions"]] == [run["kickoff_id"]]
     text = await env.error("resume_with_feedback", {"kickoff_id": run["kickoff_id"], "approve": True})
     assert "not waiting for human review" in text
+
+
+async def test_published_output_schemas_are_portable(env: Env) -> None:
+    for tool in (await env.client.list_tools()).tools:
+        nodes = _walk(tool.output_schema)
+        assert not any(isinstance(n, dict) and ("$ref" in n or n.get("type") == "null") for n in nodes), tool.name
