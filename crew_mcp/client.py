@@ -90,6 +90,7 @@ _WAIT_JITTER = 1.0
 _EXCERPT_CHARS = 200
 # Shorter "tokens" (test placeholders) would turn redaction into corruption of ordinary text.
 _MIN_SECRET_CHARS = 8
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._~+=-]+")
 _KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Never reached the service, so even a POST may be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
@@ -493,9 +494,23 @@ class CrewClient:
 
     def _json(self, response: httpx2.Response, method: str, path: str, note: str = "") -> Any:
         try:
-            return self._redact(response.json())
+            data = response.json()
         except ValueError:
             raise self._invalid(response, method, path, f"is not JSON{note}") from None
+        return self._redact(data) if self._may_echo_token(response.content) else data
+
+    def _may_echo_token(self, raw: bytes) -> bool:
+        """False only when the raw body provably does not contain the token, so the parsed body needs no walk.
+
+        A token made of characters JSON never needs to escape can only hide behind a ``\\u`` escape; with no such
+        escape in the body it appears verbatim when it appears at all. Any other token is always looked for.
+        """
+        token = self._token
+        if token is None or len(token) < _MIN_SECRET_CHARS:
+            return False
+        if _PLAIN_TOKEN.fullmatch(token):
+            return token.encode() in raw or b"\\u" in raw
+        return True
 
     def _model(self, response: httpx2.Response, model: type[_M], method: str, path: str, note: str = "") -> _M:
         body = self._json(response, method, path, note)

@@ -725,3 +725,17 @@ async def _slow_echo(request: httpx2.Request) -> httpx2.Response:
 async def test_redaction_of_a_short_placeholder_token_does_not_corrupt_bodies() -> None:
     async with crew(Peer(ok({"inputs": ["topic", "t"]})), token="t") as c:
         assert await c.inputs() == ["topic", "t"]
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+async def test_a_token_echoed_in_a_status_body_is_redacted_even_behind_json_escapes(escaped: bool) -> None:
+    echoed = "".join(f"\\u{ord(c):04x}" for c in TOKEN) if escaped else TOKEN
+    raw = '{"state": "RUNNING", "status": "auth ' + echoed + '", "source": "memory"}'
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=raw.encode(), headers={"content-type": "application/json"})
+
+    async with CrewClient("https://crew.test", TOKEN, transport=httpx2.MockTransport(handler)) as crew:
+        status = await crew.status("k-1")
+    assert TOKEN not in json.dumps(status.raw)
+    assert status.message is not None and "***" in status.message
