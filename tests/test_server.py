@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import pytest
+from hitl_support import Env
 from mcp import Client, MCPError
 
 from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
@@ -23,24 +23,6 @@ from crew_mcp.simulator import Simulator
 
 CORE_TOOLS = {"list_inputs", "kickoff_crew", "get_status", "resume_with_feedback"}
 TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", "age": 35}
-
-
-@dataclass
-class Env:
-    client: Client
-    sim: Simulator
-    settings: Settings
-
-    async def call(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        r = await self.client.call_tool(tool, args or {}, **kw)
-        assert not r.is_error, r.content
-        assert r.structured_content is not None
-        return r.structured_content
-
-    async def error(self, tool: str, args: dict[str, Any] | None = None) -> str:
-        r = await self.client.call_tool(tool, args or {})
-        assert r.is_error, r.structured_content
-        return "".join(getattr(c, "text", "") for c in r.content)
 
 
 def service_factory(sim: Simulator, ledger_url: str = "memory://", crews: list[CrewConfig] | None = None) -> Any:
