@@ -143,12 +143,16 @@ def _parse_pairs(items: Sequence[str]) -> tuple[str | None, dict[str, Any]]:
 
 def _progress_printer() -> Callable[[ExecutionStatus], Awaitable[None]]:
     tty = sys.stderr.isatty()
+    shown: list[str] = []
 
     async def show(status: ExecutionStatus) -> None:
         p = status.progress
         bar = f"[{p.completed or 0}/{p.total}] " if p.total else ""
         what = " · ".join(x for x in (p.current_task and f"task {p.current_task}", p.current_agent) if x)
         line = f"{bar}{status.state.value}{' · ' + what if what else ''}"
+        if shown and shown[-1] == line:
+            return
+        shown.append(line)
         sys.stderr.write(("\r\033[K" + line) if tty else line + "\n")
         if tty and status.state.value != "running":
             sys.stderr.write("\n")
