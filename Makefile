@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench serve simulate clean
+.PHONY: demo test test-thirdparty lint typecheck check bench serve simulate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,29 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Opt-in, never part of `make test`/.ci/run: real third-party MCP clients (OpenAI Agents SDK, MCP Inspector CLI)
+# against crew-mcp. Everything they need lives under .thirdparty/, built from the registries (PyPI, npm):
+# a venv with crew-mcp[dev,thirdparty], node 22 from npm (on node 20 npm silently picks Inspector 0.15.0),
+# and the Inspector pinned. CREW_MCP_THIRDPARTY=1 turns a missing client into a failure instead of a skip.
+TP := .thirdparty
+TP_BIN := $(TP)/venv/bin
+TP_STAMP := $(TP)/.installed
+INSPECTOR_VERSION := 2.12.0
+
+$(TP_STAMP): pyproject.toml
+	$(PY) -m venv $(TP)/venv
+	$(TP_BIN)/python -m pip install --quiet --upgrade pip
+	$(TP_BIN)/python -m pip install --quiet -e '.[dev,thirdparty]'
+	npm install --silent --no-fund --no-audit --prefix $(TP)/node node@22
+	PATH="$(CURDIR)/$(TP)/node/node_modules/.bin:$$PATH" npm install --silent --no-fund --no-audit \
+		--prefix $(TP)/inspector @modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
+	touch $(TP_STAMP)
+
+test-thirdparty: $(TP_STAMP)
+	PATH="$(CURDIR)/$(TP_BIN):$(CURDIR)/$(TP)/node/node_modules/.bin:$$PATH" CREW_MCP_THIRDPARTY=1 \
+		CREW_MCP_INSPECTOR="$(CURDIR)/$(TP)/inspector/node_modules/.bin/mcp-inspector" \
+		$(TP_BIN)/python -m pytest -m thirdparty $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check crew_mcp tests bench
@@ -40,4 +63,4 @@ simulate: $(STAMP)
 	$(BIN)/crew-mcp simulate --port 8787
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TP) .pytest_cache .mypy_cache .ruff_cache
