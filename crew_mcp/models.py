@@ -12,9 +12,9 @@ import json
 import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from .errors import InvalidInputError
 
@@ -184,7 +184,12 @@ class FinalOutput(BaseModel):
     """The final result: text, the parsed JSON when there is one, and per-task results."""
 
     text: str | None = None
-    json_value: dict[str, Any] | list[Any] | None = Field(default=None, alias="json", serialization_alias="json")
+    json_value: Annotated[
+        dict[str, Any] | list[Any] | None,
+        WithJsonSchema(
+            {"anyOf": [{"type": "object"}, {"type": "array"}], "description": "The output parsed as JSON, if it is"}
+        ),
+    ] = Field(default=None, alias="json", serialization_alias="json")
     tasks: list[TaskOutput] = Field(default_factory=list)
 
     model_config = ConfigDict(populate_by_name=True)

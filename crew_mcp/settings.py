@@ -13,9 +13,9 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, WithJsonSchema, field_validator
 
 from .errors import ConfigError
 
@@ -28,6 +28,9 @@ OFFICIAL_URL_ENV = "MCP_CREWAI_ENTERPRISE_SERVER_URL"
 OFFICIAL_TOKEN_ENV = "MCP_CREWAI_ENTERPRISE_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
 CREW_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
+_JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+JSONValue = Annotated[Any, WithJsonSchema({"anyOf": [{"type": t} for t in _JSON_TYPES]})]
+"""Any TOML/JSON value (a default or an example); declared with its types so schemas never say "anything"."""
 InputType = Literal["string", "integer", "number", "boolean", "object", "array"]
 StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
 
@@ -42,8 +45,8 @@ class InputConfig(_Strict):
     description: str = ""
     type: InputType = "string"
     enum: list[str] | None = None
-    default: Any = None
-    example: Any = None
+    default: JSONValue = None
+    example: JSONValue = None
     required: bool = True
 
 

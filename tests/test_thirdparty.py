@@ -218,16 +218,10 @@ async def test_inspector_strict_finds_no_schema_portability_errors(tmp_path: Pat
     )
     report = done.stderr.decode(errors="replace")
     assert done.returncode == 0, report  # --strict exits 6 on any error-severity problem
-    summary = SUMMARY.search(report)
-    assert summary is not None, report
-    assert summary.group(1) == "0", report
-    problems = PROBLEM.findall(report)
-    assert len(problems) == int(summary.group(2)), report
-    # Tool inputs are what strict hosts (ChatGPT / OpenAI) reject: they must be clean.
-    assert not [p for p in problems if not p[2].startswith("outputSchema.")], report
-    # In outputs only "any JSON value" fields remain (a crew's raw output, an input's default/example): warnings
-    # that the field accepts anything. Anything else is new and must be looked at.
-    assert all("accepts any value" in issue for _, _, _, issue in problems), report
+    # No errors and no warnings, in inputs (what strict hosts such as ChatGPT reject) and outputs alike: the
+    # inspector prints a summary line only when it found something.
+    assert SUMMARY.search(report) is None, report
+    assert PROBLEM.findall(report) == [], report
     tools = {t["name"] for t in json.loads(done.stdout)["tools"]}
     assert tools >= CORE_TOOLS
 
