@@ -67,5 +67,6 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     bound = sock.getsockname()[1]
     app = build_app(settings, host=host, port=bound)
     print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on")
+    # No access log: webhook URLs carry per-execution secrets.
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])

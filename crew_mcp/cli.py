@@ -208,15 +208,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
         from .app import serve_http
 
+        _check_ledger_url(settings)
         # The configured level (default WARNING), as for stdio: INFO logs a line for every upstream request.
         _setup_logging(args.verbose, settings.log_level)
-        serve_http(settings, host=args.host, port=args.port)
+        try:
+            serve_http(settings, host=args.host, port=args.port)
+        except OSError as exc:
+            raise CLIError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.", 2) from None
         return 0
+    _check_ledger_url(settings)
     _setup_logging(args.verbose, settings.log_level)
     from .server import build_server
 
     build_server(settings).run("stdio")
     return 0
+
+
+def _check_ledger_url(settings: Settings) -> None:
+    """Refuse an unusable ledger URL before serving (it would otherwise fail inside the server's lifespan)."""
+    scheme = (settings.ledger_url or "sqlite:").split(":", 1)[0].lower()
+    if scheme not in ("sqlite", "redis", "rediss", "unix", "memory"):
+        raise CLIError(
+            f"CREW_MCP_LEDGER_URL has an unsupported scheme {scheme!r}: use sqlite:///path, redis://host:6379/0 "
+            "or memory://.",
+            2,
+        )
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -291,11 +307,17 @@ async def _kickoff(svc: CrewService, args: argparse.Namespace) -> int:
 
 
 async def _follow(svc: CrewService, kickoff_id: str, caller: Any) -> Any:
+    import anyio
+
+    from .watch import POLL_MAX
+
     show = _progress_printer()
     while True:
         view = await svc.status(kickoff_id, caller, wait_seconds=svc.settings.wait_cap_seconds or 30, on_update=show)
         if view.state != "running":
             return view
+        if svc.settings.wait_cap_seconds <= 0:  # the server may not wait: poll at the slowest interval instead
+            await anyio.sleep(POLL_MAX)
 
 
 async def _status(svc: CrewService, args: argparse.Namespace) -> int:

@@ -253,8 +253,10 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
     return None
 
 
@@ -345,9 +347,17 @@ def _raw_state(body: dict[str, Any]) -> str | None:
 def normalize_status(kickoff_id: str, body: Any) -> ExecutionStatus:
     """Build an :class:`ExecutionStatus` from any status body the AMP API is known to send.
 
-    Never raises on unknown fields or states: an unrecognised state becomes ``unknown`` with
-    ``raw_state`` kept, and a body that is not a JSON object becomes ``unknown`` with the body in ``raw``.
+    Never raises: an unrecognised state becomes ``unknown`` with ``raw_state`` kept, and a body that is not a
+    JSON object, or whose fields cannot be read, becomes ``unknown`` with the body in ``raw``.
     """
+    try:
+        return _normalize(kickoff_id, body)
+    except (ValueError, TypeError, AttributeError, KeyError):
+        raw = body if isinstance(body, dict) else {"body": body}
+        return ExecutionStatus(kickoff_id=kickoff_id, state=ExecutionState.UNKNOWN, raw=raw)
+
+
+def _normalize(kickoff_id: str, body: Any) -> ExecutionStatus:
     if not isinstance(body, dict):
         return ExecutionStatus(kickoff_id=kickoff_id, state=ExecutionState.UNKNOWN, raw={"body": body})
     is_taskstatus = isinstance(body.get("state"), str)

@@ -6,6 +6,7 @@ Every failure a model can act on leaves as a :class:`ToolError` sentence (the on
 
 import inspect
 import json
+import keyword
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -103,7 +104,9 @@ class Runtime:
             sessions = self.legacy_subscribers.setdefault(uri, [])
             if ctx.method == "resources/subscribe":
                 sessions.append(ctx.session)
-            else:
+            elif ctx.session in sessions:
+                sessions.remove(ctx.session)
+            if not sessions:
                 self.legacy_subscribers.pop(uri, None)
             return {}
         result = await call_next(ctx)
@@ -193,6 +196,7 @@ def build_server(
     async def lifespan(_: MCPServer) -> AsyncIterator[Runtime]:
         service = await factory(settings)
         service.webhook_base = settings.public_url or webhook_base
+        service.on_change = runtime.notify
         async with service:
             runtime.service = service
             try:
@@ -459,8 +463,18 @@ def _typed_crews(settings: Settings) -> list[tuple[str, str, list[Any]]]:
     return [(s.name, f"[simulated] {s.description}", [(i.name, input_config(i)) for i in s.inputs]) for s in specs]
 
 
+def _usable_names(crew: str, inputs: list[Any]) -> bool:
+    """A typed tool needs every input name to be a parameter name; otherwise the crew keeps only kickoff_crew."""
+    bad = [n for n, _ in inputs if not n.isidentifier() or keyword.iskeyword(n) or n == "ctx"]
+    if bad:
+        log.warning("crew %s gets no run_%s tool: input names %s are not usable as parameters", crew, crew, bad)
+    return not bad
+
+
 def _register_typed_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     for crew, description, inputs in _typed_crews(settings):
+        if not _usable_names(crew, inputs):
+            continue
         tool_name = f"run_{crew}"
         fn = _typed_tool(settings, rt, crew, inputs)
         fn.__name__ = tool_name

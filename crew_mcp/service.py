@@ -132,6 +132,7 @@ class CrewService:
         self.ledger = ledger
         self.hub = StatusHub(self._fetch, initial=poll_initial)
         self._finished: OrderedDict[str, RunRecord] = OrderedDict()
+        self.on_change: Callable[[str], Awaitable[None]] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.webhook_base: str | None = None
 
@@ -271,19 +272,45 @@ class CrewService:
             error=None,
         )
         await self._ledger(self.ledger.create(record))
-        try:
-            result = await c.client.kickoff(
-                encoded, meta={"conversation_id": caller.conversation_id}, webhooks=webhooks, request_id=request_id
-            )
-        except e.CrewAPIError as exc:
-            message = _kickoff_failure(exc, c.name, request_id)
-            await self._ledger(self.ledger.mark_failed(request_id, message))
-            raise e.UsageError(message) from None
-        record = await self._ledger(self.ledger.confirm(request_id, result.kickoff_id))
+        # Shielded: once the POST may have reached the crew (a billed run), a cancelled tool call must not stop
+        # crew-mcp from recording the kickoff_id. The client's total timeout still bounds this.
+        with anyio.CancelScope(shield=True):
+            try:
+                result = await c.client.kickoff(
+                    encoded, meta={"conversation_id": caller.conversation_id}, webhooks=webhooks, request_id=request_id
+                )
+            except e.CrewAPIError as exc:
+                message = _kickoff_failure(exc, c.name, request_id)
+                await self._ledger(self.ledger.mark_failed(request_id, message))
+                raise e.UsageError(message) from None
+            record = await self._confirm(record, result.kickoff_id)
         log.info("kicked off %s on crew %s (request %s)", result.kickoff_id, c.name, request_id)
         if wait_seconds > 0:
-            return await self.status(result.kickoff_id, caller, wait_seconds=wait_seconds, on_update=on_update)
+            try:
+                return await self.status(result.kickoff_id, caller, wait_seconds=wait_seconds, on_update=on_update)
+            except e.UsageError as exc:
+                view = self._view(record, None)
+                view.message = f"The run started, but reading its status failed: {exc}"
+                view.next_step = (
+                    f"The run {result.kickoff_id} was started; do not start it again. "
+                    f"Call get_status(kickoff_id={result.kickoff_id!r}) later to follow it."
+                )
+                return view
         return self._view(record, None)
+
+    async def _confirm(self, record: RunRecord, kickoff_id: str) -> RunRecord:
+        """Record the kickoff_id of a started run; if the ledger fails, still hand the id to the caller."""
+        for attempt in range(2):
+            try:
+                return await self.ledger.confirm(record.request_id, kickoff_id)
+            except e.LedgerError as exc:
+                if attempt:
+                    raise e.UsageError(
+                        f"The run started on crew {record.crew!r} with kickoff_id {kickoff_id!r}, but crew-mcp's run "
+                        f"ledger could not record it ({exc}). Do not start it again: follow it with "
+                        f"get_status(kickoff_id={kickoff_id!r}) once the ledger works again."
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _webhook_urls(self, secret: str) -> WebhookUrls:
         base = f"{self.webhook_base}/webhooks/{secret}"
@@ -376,12 +403,15 @@ class CrewService:
         ``status_fetched_at`` honest), so polling a long run does not cost a ledger write per read.
         """
         assert record.kickoff_id is not None
-        status = _merge_pending(await crew.client.status(record.kickoff_id), record)
-        if _changed(record, status):
-            saved = await self._ledger(self.ledger.save_status(record.kickoff_id, status))
+        upstream = await crew.client.status(record.kickoff_id)
+        if _changed(record, upstream):
+            before = record
+            saved = await self._ledger(self.ledger.save_status(record.kickoff_id, upstream))
             record = saved or record
             self._remember(record)
-        return status, record
+            if self.on_change is not None and _state_changed(before, upstream):
+                await self.on_change(before.kickoff_id or "")
+        return _merge_pending(upstream, record), record
 
     # ------------------------------------------------------------------------------------------ resume
 
@@ -530,7 +560,7 @@ class CrewService:
         async def refresh(record: RunRecord) -> None:
             try:
                 await self._refresh(self.registry.get(record.crew), record)
-            except (e.CrewAPIError, e.UsageError) as exc:
+            except Exception as exc:  # one bad run must not hide the others' approvals
                 log.info("could not refresh %s: %s", record.kickoff_id, exc)
 
         async with anyio.create_task_group() as tg:
@@ -655,9 +685,19 @@ def _changed(record: RunRecord, status: ExecutionStatus) -> bool:
     return last.model_dump(exclude={"raw"}) != status.model_dump(exclude={"raw"})
 
 
+def _state_changed(record: RunRecord, status: ExecutionStatus) -> bool:
+    """True when subscribers should hear about it: the state, the progress or the pending task moved."""
+    last = record.status
+    if last is None:
+        return True
+    return (last.state, last.progress, last.pending) != (status.state, status.progress, status.pending)
+
+
 def _merge_pending(status: ExecutionStatus, record: RunRecord) -> ExecutionStatus:
-    """A pause announced by webhook holds while the status API still says "running" (documented shape)."""
-    if record.pending is None or status.state is not ExecutionState.RUNNING:
+    """What to show: the ledger's pause (announced by webhook, which the documented status shape never reports)
+    holds while the status API still says "running"; the ledger decides when it ends (see ``apply_status``)."""
+    waiting = record.state is RecordState.WAITING_FOR_HUMAN and record.pending is not None
+    if not waiting or status.state is not ExecutionState.RUNNING:
         return status
     return status.model_copy(update={"state": ExecutionState.WAITING_FOR_HUMAN, "pending": record.pending})
 

@@ -107,6 +107,15 @@ class Settings(_Strict):
     owner: str | None = None
     simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
     @property
     def simulated(self) -> bool:
         """True when no crew is configured and the built-in simulator's crews are served."""

@@ -129,7 +129,10 @@ class StatusHub:
                             raise watch.error
                         if watch.latest is not None and watch.error is None:
                             if on_update is not None:
-                                await on_update(watch.latest)
+                                try:
+                                    await on_update(watch.latest)
+                                except Exception:  # progress is best-effort: a gone client must not fail the wait
+                                    log.debug("progress callback failed", exc_info=True)
                             if settled(watch.latest):
                                 break
                     if watch.done:
@@ -152,6 +155,10 @@ class StatusHub:
                 except CrewMCPError as exc:
                     log.warning("polling %s/%s failed: %s", key[0], key[1], exc)
                     watch.publish(None, exc)
+                except Exception as exc:  # a bug must fail this watch, never the hub (it lives in the server lifespan)
+                    log.exception("polling %s/%s failed unexpectedly", key[0], key[1])
+                    watch.publish(None, CrewMCPError(f"reading the run's status failed unexpectedly ({exc})"))
+                    break
                 else:
                     watch.publish(status)
                     if settled(status):

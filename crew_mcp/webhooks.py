@@ -61,7 +61,7 @@ def webhook_routes(runtime: Runtime) -> list[Route]:
         try:
             record = await service.ledger.get(kickoff_id, owner=None)
             expected = record.webhook_secret if record else None
-            if record is None or not expected or not secrets.compare_digest(expected, secret):
+            if record is None or not expected or not secrets.compare_digest(expected.encode(), secret.encode()):
                 log.warning("refused a %s webhook for an unknown execution or with a wrong secret", kind)
                 return JSONResponse({"error": "Not Found"}, status_code=404)
             await _apply(runtime, record.crew, kickoff_id, kind, payload)

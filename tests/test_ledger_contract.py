@@ -255,6 +255,18 @@ async def test_add_decision_appends_to_the_history_and_clears_pending(ledger: Le
     assert await ledger.pending_approvals(owner="alice") == []
 
 
+async def test_a_webhook_pause_survives_a_status_read_that_still_says_running(ledger: Ledger) -> None:
+    await started(ledger, 1)
+    await ledger.set_pending("k-1", PendingHumanInput(task_id="review", output="draft"))
+    after = await ledger.save_status("k-1", status(1, ExecutionState.RUNNING))
+    assert after is not None
+    assert after.state is RecordState.WAITING_FOR_HUMAN
+    assert after.pending is not None and after.pending.task_id == "review"
+    assert [r.kickoff_id for r in await ledger.pending_approvals(owner="alice")] == ["k-1"]
+    done = await ledger.save_status("k-1", status(1, ExecutionState.COMPLETED))
+    assert done is not None and done.pending is None and done.state is RecordState.COMPLETED
+
+
 async def test_a_system_decision_made_on_approval_expiry_is_stored_as_given(ledger: Ledger) -> None:
     await started(ledger, 1)
     await ledger.set_pending("k-1", PendingHumanInput(task_id="review"))

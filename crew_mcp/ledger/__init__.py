@@ -228,19 +228,28 @@ def apply_status(record: RunRecord, status: ExecutionStatus, now: datetime) -> R
     A pending task that was already known keeps its ``since``; a new one gets ``now`` when it has none.
     """
     pending = record.pending
-    if status.state is ExecutionState.WAITING_FOR_HUMAN:
+    state = RecordState(status.state.value)
+    if _webhook_pause_holds(record, status):
+        # ``record.status`` is the status API's own last word: when it never reported this pause (documented
+        # shape), the pause came from a webhook and "running" does not end it; a decision or a final state does.
+        state = RecordState.WAITING_FOR_HUMAN
+    elif status.state is ExecutionState.WAITING_FOR_HUMAN:
         if status.pending is not None:
             pending = _stamped(status.pending, record.pending, now)
     else:
         pending = None
     return record.model_copy(
-        update={
-            "status": status,
-            "status_fetched_at": now,
-            "state": RecordState(status.state.value),
-            "pending": pending,
-            "updated_at": now,
-        }
+        update={"status": status, "status_fetched_at": now, "state": state, "pending": pending, "updated_at": now}
+    )
+
+
+def _webhook_pause_holds(record: RunRecord, status: ExecutionStatus) -> bool:
+    api_reported_pause = record.status is not None and record.status.state is ExecutionState.WAITING_FOR_HUMAN
+    return (
+        status.state is ExecutionState.RUNNING
+        and record.pending is not None
+        and record.state is RecordState.WAITING_FOR_HUMAN
+        and not api_reported_pause
     )
 
 
