@@ -30,8 +30,8 @@ def build_app(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) 
     or when every crew is local (the built-in simulator).
     """
     runtime = Runtime()
-    local_base = f"http://{host}:{port}" if port else None
-    webhook_base = local_base if settings.simulated else None
+    local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
+    webhook_base = settings.public_url or (local_base if settings.simulated else None)
     mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
 

@@ -195,7 +195,7 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Runtime]:
         service = await factory(settings)
-        service.webhook_base = settings.public_url or webhook_base
+        service.webhook_base = webhook_base  # only the HTTP app can receive webhooks (stdio cannot)
         service.on_change = runtime.notify
         async with service:
             runtime.service = service

@@ -259,7 +259,7 @@ class CrewService:
             owner=caller.owner,
             inputs=encoded if self.settings.keep_input_values else {},
             input_names=sorted(encoded),
-            meta={"crew_mcp_request_id": request_id, "conversation_id": caller.conversation_id},
+            meta={"crew_mcp_request_id": request_id},
             webhooks=webhooks,
             webhook_secret=secret,
             created_at=now,
@@ -276,9 +276,7 @@ class CrewService:
         # crew-mcp from recording the kickoff_id. The client's total timeout still bounds this.
         with anyio.CancelScope(shield=True):
             try:
-                result = await c.client.kickoff(
-                    encoded, meta={"conversation_id": caller.conversation_id}, webhooks=webhooks, request_id=request_id
-                )
+                result = await c.client.kickoff(encoded, webhooks=webhooks, request_id=request_id)
             except e.CrewAPIError as exc:
                 message = _kickoff_failure(exc, c.name, request_id)
                 await self._ledger(self.ledger.mark_failed(request_id, message))
