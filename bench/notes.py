@@ -28,19 +28,21 @@ and two server fixes: `TCP_NODELAY` on the HTTP servers' sockets (a 40 ms delaye
 response: asyncio sets it only when the socket's proto says TCP) and `serve --http` honouring the log level (it
 logged one INFO line per upstream request).
 
-- **Figure 1 (running run vs floor, ≈1.3×, target 1.15×).** The floor's tool is one GET returning the crew's JSON.
+- **Figure 1 (running run vs floor, p50 1.34–1.44× over the last runs, target 1.15×).**
+  The floor's tool is one GET returning the crew's JSON.
   crew-mcp additionally reads the record from the ledger (owner check, crew, a pause known from a webhook: a SQLite
   query in a worker thread, ≈0.15–0.2 ms), normalizes the body into `ExecutionStatus`, and returns a `RunView`
   (structured content plus text) that the host validates (≈0.08 ms). What would close the rest: serving the ledger
   read for running runs without the thread hop. Caching running records in-process is not safe with several
   replicas (a webhook received by another replica would be missed), and reading SQLite on the event loop could
   block it behind another process's write lock, so this gap is kept on purpose.
-- **Figure 2 (finished run vs `echo`, ≈1.3×, target 1.2×).** No upstream request is made and no ledger read either
+- **Figure 2 (finished run vs `echo`, 1.29–1.37×, target 1.2×).** No upstream request is made and no ledger read either
   (in-process cache). What remains is the size of the answer: the final output and per-task results (≈1 KB) are
   serialized, sent over stdio and validated by the host, where `echo` returns a short string. A smaller answer
   (e.g. the final text only, with per-task results behind the resource) would close it, at the cost of the model
   seeing less; kept as is.
-- **Figure 3 (HTTP throughput, 0.73–0.86×, target ≥ 0.8×).** The same per-call work as figure 1 (≈0.5 ms of server
+- **Figure 3 (HTTP throughput, 0.63–0.93× over the last runs, target ≥ 0.8×; which points pass varies).**
+  The same per-call work as figure 1 (≈0.5 ms of server
   CPU above the floor). On 2 cores the load generator, the simulator and the server share the CPU, so at 32 clients
   the extra work queues behind the others and the calls/s ratio is lower than the CPU ratio.
 - **Figure 4 (cold start, met).** Both servers pay the SDK import (≈0.8–0.9 s of `import mcp.server` here).
