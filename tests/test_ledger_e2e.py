@@ -36,6 +36,7 @@ import httpx2
 import pytest
 from anyio.abc import Process
 from mcp import Client, MCPError, StdioServerParameters
+from process_support import announced_url
 
 from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
 from crew_mcp.ledger import Ledger, RecordState, RunRecord, open_ledger, utcnow
@@ -96,23 +97,6 @@ class HttpServer:
             self.process.kill()
 
 
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def _announced(process: Process, log: Path) -> str:
-    """The MCP URL the process prints on stdout once it listens."""
-    assert process.stdout is not None
-    buffer = b""
-    marker = b"crew-mcp: serving MCP at "
-    while marker not in buffer or not buffer.split(marker, 1)[1].count(b"\n"):
-        try:
-            buffer += await process.stdout.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise AssertionError(f"crew-mcp exited before serving:\n{_tail(log)}") from None
-    return buffer.split(marker, 1)[1].split(b"\n", 1)[0].decode().strip()
-
-
 async def _reap(process: Process) -> None:
     """Kill (if still running) and wait for a process we started; never raises, never waits unbounded."""
     with anyio.CancelScope(shield=True):
@@ -133,7 +117,7 @@ async def http_server(env: dict[str, str], log: Path) -> AsyncIterator[HttpServe
         process = await anyio.open_process(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stderr=err)
     try:
         with anyio.fail_after(SPAWN_TIMEOUT):
-            url = await _announced(process, log)
+            url = await announced_url(process, log)
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
         yield HttpServer(process, url)
     finally:

@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import Process
+from process_support import announced_url
 
 pytestmark = pytest.mark.thirdparty
 
@@ -84,23 +84,6 @@ def _block_after(marker: str, lang: str) -> str:
 # ============================================================================ crew-mcp serve --http, for real
 
 
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def _announced(process: Process, log: Path) -> str:
-    """The MCP URL ``crew-mcp serve --http`` prints on stdout once it listens."""
-    assert process.stdout is not None
-    buffer = b""
-    marker = b"crew-mcp: serving MCP at "
-    while marker not in buffer or b"\n" not in buffer.split(marker, 1)[1]:
-        try:
-            buffer += await process.stdout.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise AssertionError(f"crew-mcp exited before serving:\n{_tail(log)}") from None
-    return buffer.split(marker, 1)[1].split(b"\n", 1)[0].decode().strip()
-
-
 @contextlib.asynccontextmanager
 async def http_server(tmp_path: Path) -> AsyncIterator[str]:
     """``crew-mcp serve --http --port 0`` as a subprocess; yields its MCP URL; always killed on exit."""
@@ -117,7 +100,7 @@ async def http_server(tmp_path: Path) -> AsyncIterator[str]:
         )
     try:
         with anyio.fail_after(30):
-            url = await _announced(process, log)
+            url = await announced_url(process, log)
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
         yield url
     finally:
