@@ -178,9 +178,9 @@ async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitabl
 
 def _human(svc: CrewService) -> Any:
     """The person at the terminal, filed under the same owner as the MCP server's runs (CREW_MCP_OWNER)."""
-    from .service import Caller, local_owner
+    from .service import Caller, default_owner
 
-    return Caller(owner=svc.settings.owner or local_owner(), conversation_id="cli", by="human", via="cli")
+    return Caller(owner=default_owner(svc.settings), conversation_id="cli", by="human", via="cli")
 
 
 def _crew(svc: CrewService, name: str | None) -> Any:

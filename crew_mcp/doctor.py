@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import errors as e
-from .service import CrewService, explain, local_owner
+from .service import CrewService, default_owner, explain
 
 __all__ = ["Check", "Report", "run_doctor"]
 
@@ -48,7 +48,7 @@ async def run_doctor(service: CrewService) -> Report:
     source = settings.config_path or ("the environment" if settings.crews else "the built-in simulator (no crew set)")
     report.add("configuration", True, f"{len(service.registry.crews)} crew(s) from {source}")
     try:
-        await service.ledger.list(owner=settings.owner or local_owner(), limit=1)
+        await service.ledger.list(owner=default_owner(settings), limit=1)
         report.add("ledger", True, "readable")
     except e.LedgerError as exc:
         report.add("ledger", False, str(exc))

@@ -28,7 +28,7 @@ from . import __version__
 from .errors import CrewMCPError, UsageError
 from .models import ExecutionStatus
 from .schema import portable
-from .service import Caller, CrewService, explain, local_owner
+from .service import Caller, CrewService, default_owner, explain
 from .settings import Settings
 from .views import ApprovalList, CrewInputs, CrewList, ExecutionList, ResumeView, RunView, dump, execution_uri
 
@@ -60,16 +60,17 @@ SIMULATED_NOTE = (
 class _PortableMCPServer(MCPServer):
     """MCPServer whose published output schemas are portable (see :mod:`crew_mcp.schema`); computed once."""
 
-    _portable: dict[str, dict[str, Any]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._portable: dict[str, dict[str, Any]] = {}
 
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
-        cache = self.__dict__.setdefault("_portable", {})
         for tool in tools:
             if tool.output_schema is not None:
-                if tool.name not in cache:
-                    cache[tool.name] = portable(tool.output_schema)
-                tool.output_schema = cache[tool.name]
+                if tool.name not in self._portable:
+                    self._portable[tool.name] = portable(tool.output_schema)
+                tool.output_schema = self._portable[tool.name]
         return tools
 
 
@@ -131,7 +132,7 @@ def _owner(settings: Settings) -> str:
     token = get_access_token()
     if token is not None:
         return f"oauth:{token.client_id}:{token.subject or ''}"
-    return settings.owner or local_owner()
+    return default_owner(settings)
 
 
 def _caller(settings: Settings, ctx: Context | None, conversation_id: str, *, by: str = "model") -> Caller:
@@ -399,13 +400,10 @@ def _register_resources(mcp: MCPServer, settings: Settings, rt: Runtime) -> None
         except CrewMCPError as exc:
             raise ResourceNotFoundError(f"{uri}: {explain(exc)}") from None
 
-    async def as_awaitable(model: BaseModel) -> BaseModel:
-        return model
-
     @mcp.resource("crew://crews", name="crews", title="Configured crews", mime_type="application/json")
     async def crews_resource() -> str:
         """The crews this server runs."""
-        return await read(as_awaitable(rt.require().list_crews(rt.typed_tools)), "crew://crews")
+        return json.dumps(dump(rt.require().list_crews(rt.typed_tools)), ensure_ascii=False)
 
     @mcp.resource("crew://{crew}/inputs", name="crew-inputs", title="A crew's inputs", mime_type="application/json")
     async def inputs_resource(crew: str) -> str:

@@ -23,7 +23,7 @@ from . import errors as e
 from .client import validate_kickoff_id
 from .crews import Crew, CrewRegistry, InputInfo
 from .ledger import Decision, Ledger, RecordState, RunRecord, run_retention
-from .models import ExecutionState, ExecutionStatus, WebhookUrls, encode_input_value
+from .models import ExecutionState, ExecutionStatus, Progress, WebhookUrls, encode_input_value
 from .settings import Settings
 from .views import (
     ApprovalList,
@@ -38,7 +38,7 @@ from .views import (
 )
 from .watch import POLL_INITIAL, StatusHub
 
-__all__ = ["Caller", "CrewService", "explain", "local_owner"]
+__all__ = ["Caller", "CrewService", "default_owner", "explain", "local_owner"]
 
 log = logging.getLogger("crew_mcp.service")
 
@@ -49,6 +49,11 @@ FINISHED_CACHE = 1024
 """How many finished records a service keeps in memory."""
 REFRESH_RUNNING = 20
 """How many running runs ``list_pending_approvals`` re-reads upstream before listing."""
+
+
+def default_owner(settings: Settings) -> str:
+    """The owner of records made without an authenticated principal: ``CREW_MCP_OWNER``, else the OS user."""
+    return settings.owner or local_owner()
 
 
 def local_owner() -> str:
@@ -603,9 +608,8 @@ class CrewService:
     def _view(self, record: RunRecord, status: ExecutionStatus | None, *, from_ledger: bool = False) -> RunView:
         st = status or record.status
         state = st.state.value if st is not None and record.kickoff_id else record.state.value
-        pending = record.pending if state == ExecutionState.WAITING_FOR_HUMAN.value else None
-        if st is not None and st.pending is not None and state == ExecutionState.WAITING_FOR_HUMAN.value:
-            pending = pending or st.pending
+        waiting = state == ExecutionState.WAITING_FOR_HUMAN.value
+        pending = (record.pending or (st.pending if st else None)) if waiting else None
         view = RunView(
             kickoff_id=record.kickoff_id,
             request_id=record.request_id,
@@ -614,7 +618,7 @@ class CrewService:
             state=state,
             raw_state=st.raw_state if st else None,
             message=st.message if st else None,
-            progress=st.progress if st else RunView.model_fields["progress"].get_default(call_default_factory=True),
+            progress=st.progress if st else Progress(),
             pending=pending,
             output=st.output if st and st.state is ExecutionState.COMPLETED else None,
             error=(st.error if st else None) or record.error,
