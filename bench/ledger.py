@@ -30,7 +30,7 @@ async def _prefill(path: Path, n: int) -> float:
     ledger = open_ledger(f"sqlite:///{path}")
     try:
         for chunk in ledger_bench._chunks(n):
-            await ledger.create_many(chunk)  # type: ignore[attr-defined]
+            await ledger.create_many(chunk)
     finally:
         await ledger.aclose()
     return time.perf_counter() - start

@@ -82,7 +82,7 @@ async def _rate(count: int, op: Callable[[int], Awaitable[Any]]) -> float:
 async def _measure(ledger: Ledger, n: int, sample: int) -> dict[str, float]:
     start = time.perf_counter()
     for chunk in _chunks(n):
-        await ledger.create_many(chunk)  # type: ignore[attr-defined]
+        await ledger.create_many(chunk)
     prefill = time.perf_counter() - start
     rng = random.Random(7)
     picks = [rng.randrange(n) for _ in range(sample)]

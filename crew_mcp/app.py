@@ -13,26 +13,30 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from . import __version__
-from .server import Runtime, build_server
+from .runtime import Runtime
+from .server import ServiceOpener, build_server
+from .service import open_service
 from .settings import Settings
 from .webhooks import webhook_routes
 
 __all__ = ["build_app", "serve_http"]
 
 
-def build_app(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) -> Starlette:
+def build_app(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, opener: ServiceOpener = open_service
+) -> Starlette:
     """The ASGI app of ``crew-mcp serve --http``.
 
-    Webhooks are offered to crews only when they can reach this server: with a configured public URL,
-    or when every crew is local (the built-in simulator).
+    Webhooks are offered to crews (and their route served) only when crews can reach this server: with a
+    configured public URL, or when every crew is local (the built-in simulator).
     """
     runtime = Runtime()
     local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
     webhook_base = settings.public_url or (local_base if settings.simulated else None)
-    mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base)
+    mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base, opener=opener)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
 
     async def healthz(_: Request) -> Response:
@@ -46,7 +50,10 @@ def build_app(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000) 
         async with mcp.session_manager.run():
             yield
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *webhook_routes(runtime), Mount("/", app=mcp_app)]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    if webhook_base is not None:
+        routes += webhook_routes(lambda: runtime.service)
+    routes.append(Mount("/", app=mcp_app))
     return Starlette(routes=routes, lifespan=lifespan)
 
 

@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .identity import Caller
     from .models import ExecutionStatus
     from .service import CrewService
     from .settings import Settings
+    from .views import RunView
 
 __all__ = ["main"]
 
@@ -44,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more to stderr (-vv for debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # --json is also accepted after the command (crew-mcp runs --json); SUPPRESS keeps a value given before it.
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp instead of stdio")
@@ -60,20 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="walk through a whole run (inputs, kickoff, review, result) on the simulator")
     s.add_argument("--time-scale", type=float, default=1.0, help="multiply task durations")
 
-    sub.add_parser("crews", help="list configured crews")
-    s = sub.add_parser("inputs", help="list a crew's inputs")
+    sub.add_parser("crews", help="list configured crews", parents=[out])
+    s = sub.add_parser("inputs", help="list a crew's inputs", parents=[out])
     s.add_argument("crew", nargs="?")
 
-    s = sub.add_parser("kickoff", help="start a run: crew-mcp kickoff [CREW] key=value ... (key:=JSON for JSON)")
+    s = sub.add_parser(
+        "kickoff", help="start a run: crew-mcp kickoff [CREW] key=value ... (key:=JSON for JSON)", parents=[out]
+    )
     s.add_argument("args", nargs="*", metavar="[CREW] key=value")
     s.add_argument("--wait", action="store_true", help="follow the run with a progress display until it settles")
     s.add_argument("--conversation", default="cli", help="conversation id to file the run under (default 'cli')")
 
-    s = sub.add_parser("status", help="show a run's status")
+    s = sub.add_parser("status", help="show a run's status", parents=[out])
     s.add_argument("kickoff_id")
     s.add_argument("--wait", action="store_true", help="follow the run until it settles")
 
-    s = sub.add_parser("resume", help="approve or reject a run's pending task (a human decision)")
+    s = sub.add_parser("resume", help="approve or reject a run's pending task (a human decision)", parents=[out])
     s.add_argument("kickoff_id")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--approve", action="store_true")
@@ -81,14 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--feedback", default="", help="feedback for the crew")
     s.add_argument("--task-id", help="the waiting task (default: the one the ledger knows)")
 
-    s = sub.add_parser("runs", help="list your runs, newest first")
+    s = sub.add_parser("runs", help="list your runs, newest first", parents=[out])
     s.add_argument("--conversation")
     s.add_argument("--crew")
     s.add_argument("--state")
     s.add_argument("--limit", type=int, default=20)
 
-    sub.add_parser("approvals", help="list runs waiting for human review")
-    sub.add_parser("doctor", help="check the configuration, each crew's token, health and inputs, and the ledger")
+    sub.add_parser("approvals", help="list runs waiting for human review", parents=[out])
+    sub.add_parser(
+        "doctor", help="check the configuration, each crew's token, health and inputs, and the ledger", parents=[out]
+    )
     return p
 
 
@@ -162,35 +171,22 @@ def _progress_printer() -> Callable[[ExecutionStatus], Awaitable[None]]:
 
 
 async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitable[int]]) -> int:
-    from .crews import build_registry
-    from .ledger import default_ledger_url, open_ledger
-    from .service import CrewService
+    from .service import open_service
 
     if settings.simulated:
         print(
             "note: no crew configured; using the built-in simulator in this process (its runs end with the command).",
             file=sys.stderr,
         )
-    service = CrewService(settings, build_registry(settings), open_ledger(settings.ledger_url or default_ledger_url()))
-    async with service:
+    async with open_service(settings) as service:
         return await fn(service)
 
 
-def _human(svc: CrewService) -> Any:
+def _human(svc: CrewService, conversation_id: str = "cli") -> Caller:
     """The person at the terminal, filed under the same owner as the MCP server's runs (CREW_MCP_OWNER)."""
-    from .service import Caller, default_owner
+    from .identity import Caller, default_owner
 
-    return Caller(owner=default_owner(svc.settings), conversation_id="cli", by="human", via="cli")
-
-
-def _crew(svc: CrewService, name: str | None) -> Any:
-    """The named crew; an unknown or ambiguous name is bad usage (exit 2)."""
-    from .errors import UsageError
-
-    try:
-        return svc.registry.get(name)
-    except UsageError as exc:
-        raise CLIError(str(exc), 2) from None
+    return Caller(owner=default_owner(svc.settings.owner), conversation_id=conversation_id, by="human", via="cli")
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -261,8 +257,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _async_command(args: argparse.Namespace) -> int:
     import anyio
 
-    from .errors import CrewMCPError
-    from .service import explain
+    from .errors import CrewMCPError, describe, exit_code
 
     settings = _settings(args)
     _setup_logging(args.verbose)
@@ -273,7 +268,7 @@ def _async_command(args: argparse.Namespace) -> int:
     try:
         return anyio.run(_with_service, settings, body)
     except CrewMCPError as exc:
-        raise CLIError(explain(exc)) from None
+        raise CLIError(describe(exc), exit_code(exc)) from None
 
 
 async def _crews(svc: CrewService, args: argparse.Namespace) -> int:
@@ -282,31 +277,21 @@ async def _crews(svc: CrewService, args: argparse.Namespace) -> int:
 
 
 async def _inputs(svc: CrewService, args: argparse.Namespace) -> int:
-    _emit(args, await svc.list_inputs(_crew(svc, args.crew).name))
+    _emit(args, await svc.list_inputs(args.crew))
     return 0
 
 
 async def _kickoff(svc: CrewService, args: argparse.Namespace) -> int:
-    from .errors import UsageError
-    from .service import Caller
-
     crew, values = _parse_pairs(args.args)
-    target = _crew(svc, crew)
-    catalogue = await svc.list_inputs(target.name)
-    try:  # bad inputs are bad usage (exit 2), checked before anything is recorded or sent
-        svc.validate_inputs(target, catalogue.inputs, values)
-    except UsageError as exc:
-        raise CLIError(str(exc), 2) from None
-    human = _human(svc)
-    caller = Caller(human.owner, args.conversation, by="human", via="cli")
-    view = await svc.kickoff(target.name, values, caller)
+    caller = _human(svc, args.conversation)
+    view = await svc.kickoff(crew, values, caller)
     if args.wait and view.kickoff_id:
         view = await _follow(svc, view.kickoff_id, caller)
     _emit(args, view)
     return 0
 
 
-async def _follow(svc: CrewService, kickoff_id: str, caller: Any) -> Any:
+async def _follow(svc: CrewService, kickoff_id: str, caller: Caller) -> RunView:
     import anyio
 
     from .watch import POLL_MAX

@@ -11,44 +11,35 @@ because a second kickoff costs the user money.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import logging
-import math
 import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import anyio
 import httpx2
 import stamina
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from . import __version__
+from .bodies import EXCERPT_CHARS, Bodies
 from .errors import (
     APIConnectionError,
-    APIResponseValidationError,
-    APIStatusError,
     APITimeoutError,
     ConfigError,
     InvalidInputError,
     NotFoundError,
     status_error,
 )
-from .models import (
-    ExecutionStatus,
-    InputsResponse,
-    KickoffResponse,
-    ResumeRequest,
-    ResumeResponse,
-    WebhookUrls,
-    encode_inputs,
-    normalize_status,
-)
+from .inputs import encode_inputs
+from .models import ExecutionStatus, InputsResponse, KickoffResponse, ResumeRequest, ResumeResponse, WebhookUrls
+from .normalize import normalize_status
+from .redact import Redactor
+from .retry import MAX_RETRY_AFTER, parse_retry_after, retry_hook
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -77,7 +68,6 @@ class Timeouts:
 
 DEFAULT_TIMEOUTS = Timeouts(connect=5.0, read=30.0, write=30.0, total=60.0)
 DEFAULT_MAX_RETRIES = 4
-MAX_RETRY_AFTER = 30.0
 REQUEST_ID_META_KEY = "crew_mcp_request_id"
 
 StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
@@ -87,15 +77,9 @@ _STATUS_PATHS: tuple[str, str] = ("/status/{kickoff_id}", "/{kickoff_id}/status"
 _WAIT_INITIAL = 0.5
 _WAIT_MAX = 8.0
 _WAIT_JITTER = 1.0
-_EXCERPT_CHARS = 200
-# Shorter "tokens" (test placeholders) would turn redaction into corruption of ordinary text.
-_MIN_SECRET_CHARS = 8
-_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._~+=-]+")
 _KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Never reached the service, so even a POST may be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
-# Refused before acting, so even a POST may be sent again.
-_REFUSED = frozenset({429, 503})
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -120,26 +104,6 @@ def validate_kickoff_id(kickoff_id: str) -> str:
             "(1-128 characters: letters, digits, '_', '.', ':', '-')."
         )
     return kickoff_id
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), capped at MAX_RETRY_AFTER."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class CrewClient:
@@ -175,6 +139,7 @@ class CrewClient:
             raise ConfigError(f"Crew {name!r}: max_retries must be 0 or more.")
         self.name = name
         self._token = token or None
+        self._bodies = Bodies(Redactor(self._token), crew=name)
         self._mode: StatusPathMode = status_path
         self._learned: str | None = None
         self._probe_lock = anyio.Lock()
@@ -232,7 +197,7 @@ class CrewClient:
         """
         with self._deadline("GET", "/inputs") as deadline:
             response = await self._send("GET", "/inputs", safe=True, deadline=deadline)
-        return self._model(response, InputsResponse, "GET", "/inputs").inputs
+        return self._bodies.model(response, InputsResponse, "GET", "/inputs").inputs
 
     async def kickoff(
         self,
@@ -262,7 +227,7 @@ class CrewClient:
             body.update(webhooks.wire())
         with self._deadline("POST", "/kickoff") as deadline:
             response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
-        parsed = self._model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
+        parsed = self._bodies.model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
         return KickoffResult(kickoff_id=parsed.kickoff_id, request_id=rid)
 
     async def status(self, kickoff_id: str) -> ExecutionStatus:
@@ -305,7 +270,7 @@ class CrewClient:
             body.update(webhooks.wire())
         with self._deadline("POST", "/resume") as deadline:
             response = await self._send("POST", "/resume", body=body, safe=False, deadline=deadline)
-        return self._model(response, ResumeResponse, "POST", "/resume")
+        return self._bodies.model(response, ResumeResponse, "POST", "/resume")
 
     async def health(self) -> str:
         """The body of ``GET /`` (``Healthy``): a cheap check of the URL and the token.
@@ -316,13 +281,13 @@ class CrewClient:
         """
         with self._deadline("GET", "/") as deadline:
             response = await self._send("GET", "", safe=True, deadline=deadline)
-        text = str(self._redact(response.text.strip()))
+        text = str(self._bodies.redact(response.text.strip()))
         if "json" in response.headers.get("content-type", ""):
             with contextlib.suppress(ValueError):
                 value = json.loads(text)
                 text = value.strip() if isinstance(value, str) else text
         if not text or text.startswith("<") or "html" in response.headers.get("content-type", ""):
-            raise self._invalid(response, "GET", "/", "is not a health answer (is the base URL the crew's URL?)")
+            raise self._bodies.invalid(response, "GET", "/", "is not a health answer (is the base URL the crew's URL?)")
         return text
 
     # ---------------------------------------------------------------------------------------- internals
@@ -353,9 +318,9 @@ class CrewClient:
             if probing or not exc.body:
                 raise
             return normalize_status(kickoff_id, {**exc.body, "state": "NOT FOUND"})
-        body = self._json(response, "GET", path)
+        body = self._bodies.json(response, "GET", path)
         if not isinstance(body, dict):
-            raise self._invalid(response, "GET", path, "is not a JSON object")
+            raise self._bodies.invalid(response, "GET", path, "is not a JSON object")
         return normalize_status(kickoff_id, body)
 
     @contextlib.contextmanager
@@ -378,24 +343,8 @@ class CrewClient:
     ) -> httpx2.Response:
         """Send through :meth:`_request` with retries allowed by the call's retry safety."""
 
-        def retry_hook(exc: Exception) -> bool | float:
-            if isinstance(exc, APIStatusError):
-                if not (exc.status_code in _REFUSED or (safe and exc.status_code >= 500)):
-                    return False
-                wait = exc.retry_after
-            elif isinstance(exc, APIConnectionError):
-                if not safe and exc.sent:
-                    return False
-                wait = None
-            else:
-                return False
-            if wait is None:
-                return True
-            # A wait that outlasts the total budget would only turn a clear 429/503 into a timeout.
-            return wait if anyio.current_time() + wait < deadline else False
-
         async for attempt in stamina.retry_context(
-            on=retry_hook,
+            on=retry_hook(safe=safe, deadline=deadline),
             attempts=self._max_retries + 1,
             timeout=None,
             wait_initial=_WAIT_INITIAL,
@@ -434,7 +383,7 @@ class CrewClient:
             except httpx2.HTTPError as exc:
                 raise APIConnectionError(
                     f"{method} {path or '/'}: the connection to {where} failed after sending "
-                    f"({type(exc).__name__}: {self._redact(str(exc))[:_EXCERPT_CHARS]})",
+                    f"({type(exc).__name__}: {self._bodies.redact(str(exc))[:EXCERPT_CHARS]})",
                     crew=self.name,
                     method=method,
                     path=path or "/",
@@ -444,11 +393,11 @@ class CrewClient:
                 return response
             raise status_error(
                 response.status_code,
-                self._error_body(response),
+                self._bodies.error_body(response),
                 crew=self.name,
                 method=method,
                 path=path or "/",
-                retry_after=_parse_retry_after(response.headers.get("retry-after")),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         finally:
             ms = (time.perf_counter() - started) * 1000
@@ -457,64 +406,3 @@ class CrewClient:
     @property
     def _where(self) -> str:
         return f"crew {self.name!r}" if self.name else "the crew"
-
-    def _redact(self, value: Any) -> Any:
-        """Remove the token from text the service sent back (an echoing proxy must not leak it)."""
-        if self._token is None or len(self._token) < _MIN_SECRET_CHARS:
-            return value
-        if isinstance(value, str):
-            return value.replace(self._token, "***")
-        if isinstance(value, dict):
-            return {self._redact(k): self._redact(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._redact(v) for v in value]
-        return value
-
-    def _error_body(self, response: httpx2.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            return {}
-        return self._redact(body) if isinstance(body, dict) else {}
-
-    def _excerpt(self, response: httpx2.Response) -> str:
-        text = " ".join(response.text.split())
-        return str(self._redact(text))[:_EXCERPT_CHARS]
-
-    def _invalid(self, response: httpx2.Response, method: str, path: str, why: str) -> APIResponseValidationError:
-        excerpt = self._excerpt(response)
-        return APIResponseValidationError(
-            f"{method} {path} on {self._where} answered HTTP {response.status_code} but the body {why}: {excerpt!r}",
-            status_code=response.status_code,
-            body_excerpt=excerpt,
-            crew=self.name,
-            method=method,
-            path=path,
-        )
-
-    def _json(self, response: httpx2.Response, method: str, path: str, note: str = "") -> Any:
-        try:
-            data = response.json()
-        except ValueError:
-            raise self._invalid(response, method, path, f"is not JSON{note}") from None
-        return self._redact(data) if self._may_echo_token(response.content) else data
-
-    def _may_echo_token(self, raw: bytes) -> bool:
-        """False only when the raw body provably does not contain the token, so the parsed body needs no walk.
-
-        A token made of characters JSON never needs to escape can only hide behind a ``\\u`` escape; with no such
-        escape in the body it appears verbatim when it appears at all. Any other token is always looked for.
-        """
-        token = self._token
-        if token is None or len(token) < _MIN_SECRET_CHARS:
-            return False
-        if _PLAIN_TOKEN.fullmatch(token):
-            return token.encode() in raw or b"\\u" in raw
-        return True
-
-    def _model(self, response: httpx2.Response, model: type[_M], method: str, path: str, note: str = "") -> _M:
-        body = self._json(response, method, path, note)
-        try:
-            return model.model_validate(body)
-        except ValidationError:
-            raise self._invalid(response, method, path, f"is not a valid {model.__name__}{note}") from None

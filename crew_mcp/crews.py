@@ -1,33 +1,31 @@
 """The configured crews: one pooled :class:`CrewClient` each, and their input catalogues.
 
-AMP's ``GET /inputs`` gives names only; the catalogue merges them with what the configuration says
-about each input (description, type, enum, default, example). The merged list is cached per crew for
-:data:`INPUTS_TTL` seconds so ``list_inputs`` and kickoff validation cost no upstream request.
+The merged input catalogue (see :mod:`crew_mcp.inputs`) is cached per crew for :data:`INPUTS_TTL` seconds
+so ``list_inputs`` and kickoff validation cost no upstream request. With no crew configured, the registry
+serves the built-in simulator's crews in-process (the embedded default).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast, get_args
 
 import anyio
 import httpx2
 
 from .client import CrewClient, Timeouts
-from .errors import UsageError
-from .settings import CrewConfig, InputConfig, Settings
+from .errors import UnknownCrewError
+from .inputs import InputInfo, merge_inputs
+from .settings import CrewConfig, InputConfig, InputType, Settings
 
-__all__ = ["INPUTS_TTL", "Crew", "CrewRegistry", "InputInfo", "build_registry"]
+if TYPE_CHECKING:
+    from .simulator import InputSpec, Simulator
+
+__all__ = ["INPUTS_TTL", "SIMULATOR_ROOT", "Crew", "CrewRegistry", "build_registry", "simulator_crews"]
 
 INPUTS_TTL = 300.0
 SIMULATOR_ROOT = "http://simulator.crew-mcp.invalid"
-
-
-class InputInfo(InputConfig):
-    """One crew input as the model should see it: its name plus what the configuration says about it."""
-
-    name: str
 
 
 @dataclass
@@ -49,64 +47,81 @@ class Crew:
         Raises:
             CrewAPIError: the crew could not be asked (only when nothing is cached).
         """
-        cached = self._cache
-        if cached and not refresh and time.monotonic() - cached[0] < INPUTS_TTL:
-            return cached[1]
+        if (cached := self._fresh(refresh)) is not None:
+            return cached
         async with self._lock:
-            cached = self._cache
-            if cached and not refresh and time.monotonic() - cached[0] < INPUTS_TTL:
-                return cached[1]
-            names = await self.client.inputs()
-            merged = merge_inputs(names, self.config.inputs)
+            if (cached := self._fresh(refresh)) is not None:
+                return cached
+            merged = merge_inputs(await self.client.inputs(), self.config.inputs)
             self._cache = (time.monotonic(), merged)
             return merged
 
-
-def merge_inputs(names: list[str], configured: dict[str, InputConfig]) -> list[InputInfo]:
-    """API names first (in API order), then inputs only the configuration knows about."""
-    out: list[InputInfo] = []
-    for name in [*names, *(n for n in configured if n not in names)]:
-        conf = configured.get(name)
-        info = InputInfo(name=name, **conf.model_dump()) if conf else InputInfo(name=name)
-        out.append(info)
-    return out
+    def _fresh(self, refresh: bool) -> list[InputInfo] | None:
+        cached = self._cache
+        if cached and not refresh and time.monotonic() - cached[0] < INPUTS_TTL:
+            return cached[1]
+        return None
 
 
 class CrewRegistry:
-    """The crews crew-mcp serves, by name."""
+    """The crews crew-mcp serves, by name (and the embedded simulator behind them, if any)."""
 
-    def __init__(self, crews: list[Crew], *, simulator: Any = None) -> None:
+    def __init__(self, crews: list[Crew], *, simulator: Simulator | None = None) -> None:
         self.crews = {c.name: c for c in crews}
         self.simulator = simulator
 
     @property
     def simulated(self) -> bool:
-        return self.simulator is not None
+        """True when every crew is one of the embedded simulator's (no crew is configured)."""
+        return bool(self.crews) and all(c.config.simulated for c in self.crews.values())
 
     def get(self, name: str | None) -> Crew:
         """The crew called ``name``; with no name, the only crew.
 
         Raises:
-            UsageError: unknown name, or no name while several crews are configured.
+            UnknownCrewError: unknown name, or no name while several crews are configured.
         """
         if name:
             crew = self.crews.get(name)
             if crew is None:
-                raise UsageError(f"Unknown crew {name!r}. Available crews: {self._names()}. Call list_crews.")
+                raise UnknownCrewError(f"Unknown crew {name!r}. Available crews: {self._names()}. Call list_crews.")
             return crew
         if len(self.crews) == 1:
             return next(iter(self.crews.values()))
-        raise UsageError(f"Several crews are configured; pass crew= one of {self._names()}.")
+        raise UnknownCrewError(f"Several crews are configured; pass crew= one of {self._names()}.")
 
     def _names(self) -> str:
         return ", ".join(sorted(self.crews)) or "(none)"
 
     async def aclose(self) -> None:
+        """Close every crew's connection pool."""
         for crew in self.crews.values():
             await crew.client.aclose()
 
 
-def _client(conf: CrewConfig, transport: httpx2.AsyncBaseTransport | None = None) -> CrewClient:
+def build_registry(
+    settings: Settings,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    simulator: Simulator | None = None,
+) -> CrewRegistry:
+    """The crews of ``settings``; with none configured, the embedded simulator's (``simulator`` or a new one).
+
+    ``transport`` replaces the network for every crew (tests; the embedded simulator uses its ASGI app).
+    """
+    if settings.crews and simulator is None:
+        return CrewRegistry([Crew(c, crew_client(c, transport)) for c in settings.crews])
+    if simulator is None:
+        from .simulator import Simulator
+
+        simulator = Simulator(time_scale=settings.simulator_time_scale)
+    transport = transport or httpx2.ASGITransport(app=simulator.app)
+    configs = settings.crews or simulator_crews(simulator)
+    return CrewRegistry([Crew(c, crew_client(c, transport)) for c in configs], simulator=simulator)
+
+
+def crew_client(conf: CrewConfig, transport: httpx2.AsyncBaseTransport | None = None) -> CrewClient:
+    """A pooled client for one configured crew."""
     t = conf.timeouts
     return CrewClient(
         conf.url,
@@ -118,36 +133,22 @@ def _client(conf: CrewConfig, transport: httpx2.AsyncBaseTransport | None = None
     )
 
 
-def input_config(spec: Any) -> InputConfig:
-    kind = spec.type if spec.type in ("string", "integer", "number", "boolean", "object", "array") else "string"
+def input_config(spec: InputSpec) -> InputConfig:
+    """What the configuration would say about a simulated crew's input."""
+    kind = cast("InputType", spec.type if spec.type in get_args(InputType) else "string")
     return InputConfig(description=spec.description, type=kind, example=spec.example, required=spec.required)
 
 
-def simulator_crews(simulator: Any) -> list[CrewConfig]:
+def simulator_crews(simulator: Simulator) -> list[CrewConfig]:
     """Crew configurations for the built-in simulator's crews (the embedded default)."""
-    out = []
-    for spec in simulator.crews.values():
-        inputs = {i.name: input_config(i) for i in spec.inputs}
-        out.append(
-            CrewConfig(
-                name=spec.name,
-                url=f"{SIMULATOR_ROOT}/{spec.name}",
-                token=simulator.token,
-                description=f"[simulated] {spec.description}",
-                inputs=inputs,
-                simulated=True,
-            )
+    return [
+        CrewConfig(
+            name=spec.name,
+            url=f"{SIMULATOR_ROOT}/{spec.name}",
+            token=simulator.token,
+            description=f"[simulated] {spec.description}",
+            inputs={i.name: input_config(i) for i in spec.inputs},
+            simulated=True,
         )
-    return out
-
-
-def build_registry(settings: Settings) -> CrewRegistry:
-    """Build the registry; with no crew configured, start the built-in simulator in-process."""
-    if settings.crews:
-        return CrewRegistry([Crew(c, _client(c)) for c in settings.crews])
-    from .simulator import Simulator
-
-    sim = Simulator(time_scale=settings.simulator_time_scale)
-    transport = httpx2.ASGITransport(app=sim.app)
-    crews = [Crew(c, _client(c, transport)) for c in simulator_crews(sim)]
-    return CrewRegistry(crews, simulator=sim)
+        for spec in simulator.crews.values()
+    ]

@@ -9,13 +9,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import errors as e
-from .service import CrewService, default_owner, explain
+from .identity import default_owner
+from .service import CrewService
 
 __all__ = ["Check", "Report", "run_doctor"]
 
 
 @dataclass
 class Check:
+    """One line of the report: what was checked, whether it passed, and what was found."""
+
     subject: str
     ok: bool
     detail: str
@@ -23,6 +26,8 @@ class Check:
 
 @dataclass
 class Report:
+    """Every check, in order; ``ok`` when all passed."""
+
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -48,7 +53,7 @@ async def run_doctor(service: CrewService) -> Report:
     source = settings.config_path or ("the environment" if settings.crews else "the built-in simulator (no crew set)")
     report.add("configuration", True, f"{len(service.registry.crews)} crew(s) from {source}")
     try:
-        await service.ledger.list(owner=default_owner(settings), limit=1)
+        await service.ledger.list(owner=default_owner(settings.owner), limit=1)
         report.add("ledger", True, "readable")
     except e.LedgerError as exc:
         report.add("ledger", False, str(exc))
@@ -68,7 +73,7 @@ async def run_doctor(service: CrewService) -> Report:
             report.add(subject, False, "the token is not allowed to use this crew (HTTP 403)")
             continue
         except e.CrewAPIError as exc:
-            report.add(subject, False, explain(exc, crew=conf.name, action="answer"))
+            report.add(subject, False, str(e.UpstreamError.from_api(exc, crew=conf.name, action="answer")))
             continue
         report.add(subject, True, f"{health.strip() or 'reachable'}; inputs: {', '.join(names) or '(none)'}")
     return report

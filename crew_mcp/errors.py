@@ -1,14 +1,22 @@
 """Exceptions raised by crew-mcp.
 
 Every exception carries a message a person (or a model) can act on, and none ever contains a token.
+The service raises the typed errors below; one boundary per surface turns them into what that surface shows
+(:mod:`crew_mcp.boundary` for MCP tools and resources, :func:`exit_code` for the CLI).
 
 ```text
 CrewMCPError
 ├── ConfigError                      bad configuration (file, crew and field named)
-├── InvalidInputError                a value crew-mcp refuses before any request (kickoff_id, inputs)
-├── UsageError                       a request that cannot be served as asked; the message says what to do
+├── UsageError                       a request the caller can fix; the message says what to do
+│   ├── InvalidInputError            a value refused before any request (a malformed kickoff_id, an input)
+│   ├── InvalidInputsError           a crew's inputs are missing, unknown or of the wrong type
+│   ├── UnknownCrewError             no such crew, or several and none named
+│   ├── RunNotFoundError             no run with that id (or with no id: none in the conversation) for the caller
+│   ├── RunNotWaitingError           the run is not waiting for a human decision
+│   └── HumanOnlyError               the approval policy lets only a person decide
+├── UpstreamError                    a crew call failed, explained for the caller (``may_have_started``)
 ├── LedgerError                      the run ledger's backend failed or refused
-└── CrewAPIError                     anything that went wrong talking to an AMP crew
+└── CrewAPIError                     anything that went wrong talking to an AMP crew (the client's own tree)
     ├── APIConnectionError           the request never got an answer (DNS, refused, reset)
     │   └── APITimeoutError          connect, read or total time ran out
     ├── APIResponseValidationError   a 2xx answer that is not what the API promises (HTML, bad JSON, shape)
@@ -39,14 +47,22 @@ __all__ = [
     "ConflictError",
     "CrewAPIError",
     "CrewMCPError",
+    "HumanOnlyError",
     "InternalServerError",
     "InvalidInputError",
+    "InvalidInputsError",
     "LedgerError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RunNotFoundError",
+    "RunNotWaitingError",
+    "UnknownCrewError",
     "UnprocessableEntityError",
+    "UpstreamError",
     "UsageError",
+    "describe",
+    "exit_code",
     "status_error",
 ]
 
@@ -59,15 +75,109 @@ class ConfigError(CrewMCPError):
     """The configuration is unusable; the message names the file, the crew and the field."""
 
 
-class InvalidInputError(CrewMCPError, ValueError):
+class UsageError(CrewMCPError):
+    """A request that cannot be served as asked, which the caller (often a model) can fix.
+
+    The message is a complete sentence telling the caller what to do instead.
+    """
+
+
+class InvalidInputError(UsageError, ValueError):
     """A value was refused before any request was sent (a malformed kickoff_id, an unencodable input)."""
 
 
-class UsageError(CrewMCPError):
-    """A request that cannot be served as asked (unknown crew, missing inputs, run not waiting, ...).
+class InvalidInputsError(UsageError):
+    """A crew's inputs are missing, unknown or ill-typed; ``problems`` lists each one."""
 
-    The message is a complete sentence telling the caller (often a model) what to do instead.
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class UnknownCrewError(UsageError):
+    """No crew has that name, or several crews are configured and none was named."""
+
+
+class RunNotFoundError(UsageError):
+    """No run matches for this caller (another owner's run is reported exactly like an unknown one)."""
+
+
+class RunNotWaitingError(UsageError):
+    """The run is not waiting for a human decision (finished, running, or never started)."""
+
+
+class HumanOnlyError(UsageError):
+    """The approval policy is ``human`` and a model tried to decide."""
+
+
+class UpstreamError(CrewMCPError):
+    """A call to a crew failed; the message explains it for the caller.
+
+    Attributes:
+        crew: the crew's name.
+        may_have_started: for a kickoff: True when the request may have reached the crew (a run may exist),
+            False when it provably did not; None for calls that start nothing.
+        configuration: True when only the person running crew-mcp can fix it (the crew refused the token).
+        retry_after: seconds to wait before trying again, when the crew said so.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        crew: str | None = None,
+        may_have_started: bool | None = None,
+        configuration: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.crew = crew
+        self.may_have_started = may_have_started
+        self.configuration = configuration
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_api(
+        cls,
+        exc: CrewAPIError,
+        *,
+        crew: str | None,
+        action: str,
+        note: str = "",
+        may_have_started: bool | None = None,
+    ) -> UpstreamError:
+        """The caller's sentence for a failed ``action`` (e.g. "read the run's status") on ``crew``, plus ``note``."""
+        name = f"crew {crew!r}" if crew else "the crew"
+        auth = isinstance(exc, AuthenticationError | PermissionDeniedError)
+        retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+        message = _sentence(exc, name, action) + (f" {note}" if note else "")
+        return cls(message, crew=crew, may_have_started=may_have_started, configuration=auth, retry_after=retry_after)
+
+
+def _sentence(exc: CrewAPIError, name: str, action: str) -> str:
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return (
+            f"{name} refused crew-mcp's token (HTTP {exc.status_code}). This is a configuration problem you cannot fix "
+            "from chat: ask the user to check the crew's token in the crew-mcp configuration (`crew-mcp doctor`)."
+        )
+    if isinstance(exc, UnprocessableEntityError) and exc.missing_inputs:
+        return f"{name} says required inputs are missing: {', '.join(exc.missing_inputs)}. Call list_inputs."
+    if isinstance(exc, RateLimitError):
+        wait = f" about {int(exc.retry_after)} s" if exc.retry_after else " a minute"
+        return f"{name} is rate limiting crew-mcp; wait{wait} and try again."
+    if isinstance(exc, APIResponseValidationError):
+        return (
+            f"{name} answered with something that is not the CrewAI AMP API (HTTP {exc.status_code}). "
+            "Ask the user to check the crew's URL in the crew-mcp configuration."
+        )
+    if isinstance(exc, APIConnectionError):
+        kind = "timed out" if isinstance(exc, APITimeoutError) else "could not be reached"
+        return f"{name} {kind} after retries while trying to {action}. Try again in a minute."
+    if isinstance(exc, APIStatusError):
+        said = exc.body.get("message") or exc.body.get("error") or ""
+        said = f" ({said})" if said else ""
+        return f"{name} failed to {action} with HTTP {exc.status_code}{said}."
+    return f"{name} failed to {action}: {exc}"
 
 
 class LedgerError(CrewMCPError):
@@ -189,13 +299,6 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     429: RateLimitError,
 }
 
-_STATUS_HINTS: dict[type[APIStatusError], str] = {
-    AuthenticationError: "check the crew's bearer token in the crew-mcp configuration",
-    PermissionDeniedError: "the token is valid but not allowed to do this; use the crew's organization token",
-    RateLimitError: "the crew is rate limited; try again later",
-    InternalServerError: "the crew's service failed; try again later",
-}
-
 
 def status_error(
     status_code: int,
@@ -219,9 +322,23 @@ def status_error(
     message = f"{method} {path} on {where} failed with HTTP {status_code}"
     if detail:
         message += f": {detail}"
-    hint = _STATUS_HINTS.get(cls)
-    if hint:
-        message += f" ({hint})"
     return cls(
         message, status_code=status_code, body=body, retry_after=retry_after, crew=crew, method=method, path=path
     )
+
+
+def describe(exc: CrewMCPError) -> str:
+    """The one sentence every surface (a model, a terminal, a script) shows for ``exc``; never a secret."""
+    if isinstance(exc, LedgerError):
+        return f"crew-mcp's run ledger is unavailable ({exc}). The crew itself is unaffected; ask the user to check it."
+    if isinstance(exc, CrewAPIError):  # a client error that escaped the service: still say it plainly
+        return str(UpstreamError.from_api(exc, crew=exc.crew, action="answer"))
+    return str(exc)
+
+
+_USAGE_EXIT = (ConfigError, InvalidInputError, InvalidInputsError, UnknownCrewError)
+
+
+def exit_code(exc: CrewMCPError) -> int:
+    """The CLI's exit status for ``exc``: 2 for bad usage or configuration, 1 for a failed operation."""
+    return 2 if isinstance(exc, _USAGE_EXIT) else 1

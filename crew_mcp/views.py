@@ -1,19 +1,21 @@
 """Structured results of crew-mcp's tools and resources (their output schemas), and their text renderings.
 
-Every view carries a ``next_step`` sentence written for a model: what to do with this result.
+Every view carries a ``next_step`` sentence written for a model: what to do with this result. A run's view
+builds itself from a ledger record and the status in hand (:meth:`RunView.of`), next step included, so the
+tools, the resources and the CLI all say the same thing about the same run.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .crews import InputInfo
-from .ledger import Decision
-from .models import FinalOutput, PendingHumanInput, Progress, Usage
+from .inputs import InputInfo
+from .ledger import Decision, RunRecord
+from .models import ExecutionState, ExecutionStatus, FinalOutput, PendingHumanInput, Progress, Usage
 
 __all__ = [
     "ApprovalList",
@@ -22,9 +24,12 @@ __all__ = [
     "CrewList",
     "CrewSummary",
     "ExecutionList",
+    "Guidance",
     "ResumeView",
     "RunView",
+    "dump",
     "execution_uri",
+    "human_only_message",
 ]
 
 
@@ -33,18 +38,39 @@ def execution_uri(kickoff_id: str) -> str:
     return f"crew://executions/{kickoff_id}"
 
 
+@dataclass(frozen=True)
+class Guidance:
+    """What next-step sentences may promise: the approval policy, and the wait to recommend (within the cap)."""
+
+    approval_policy: Literal["model", "human"] = "model"
+    wait_seconds: int = 30
+
+
+def human_only_message(kickoff_id: str) -> str:
+    """How the person (not the model) can decide under the ``human`` approval policy."""
+    return (
+        "crew-mcp's approval policy is 'human': a model may not approve or reject. Ask the user to decide, either by "
+        f'running `crew-mcp resume {kickoff_id} --approve` (or `--reject --feedback "..."`) in a terminal, or by '
+        "calling resume_with_feedback without approve in a client that can show them a form."
+    )
+
+
 class CrewSummary(BaseModel):
-    name: str
-    description: str = ""
-    simulated: bool = False
-    inputs_uri: str
+    """One crew this server can run."""
+
+    name: str = Field(description="The crew's name: pass it as crew= to the other tools")
+    description: str = Field(default="", description="What the crew does")
+    simulated: bool = Field(default=False, description="True for the built-in simulator's crews")
+    inputs_uri: str = Field(description="Resource with the crew's inputs")
     typed_tool: str | None = Field(default=None, description="Name of the run_<crew> tool, when there is one")
 
 
 class CrewList(BaseModel):
-    crews: list[CrewSummary]
+    """The crews this server can run."""
+
+    crews: list[CrewSummary] = Field(description="Every configured crew")
     simulated: bool = Field(description="True when these are the built-in simulator's crews (no crew configured)")
-    note: str = ""
+    note: str = Field(default="", description="Something to tell the user about these crews")
 
     def text(self) -> str:
         lines = [self.note] if self.note else []
@@ -53,10 +79,12 @@ class CrewList(BaseModel):
 
 
 class CrewInputs(BaseModel):
-    crew: str
-    inputs: list[InputInfo]
-    uri: str
-    next_step: str
+    """What a crew needs to start: each input with its description, type, allowed values and example."""
+
+    crew: str = Field(description="The crew's name")
+    inputs: list[InputInfo] = Field(description="The crew's inputs, API order first")
+    uri: str = Field(description="Resource with the same catalogue")
+    next_step: str = Field(description="What to do next")
 
     def text(self) -> str:
         lines = [f"Inputs of crew {self.crew}:"]
@@ -77,29 +105,102 @@ class CrewInputs(BaseModel):
 
 
 class RunView(BaseModel):
-    """One run as the ledger and the crew know it."""
+    """One run as the ledger and the crew know it, with the next step to take."""
 
-    kickoff_id: str | None = None
-    request_id: str | None = None
-    crew: str
-    conversation_id: str | None = None
+    kickoff_id: str | None = Field(default=None, description="The run's id at the crew (None until confirmed)")
+    request_id: str | None = Field(default=None, description="crew-mcp's own id for the kickoff request")
+    crew: str = Field(description="The crew that runs it")
+    conversation_id: str | None = Field(default=None, description="The conversation the run is filed under")
     state: str = Field(
         description="running | waiting_for_human | completed | failed | cancelled | not_found | unknown | "
         "unconfirmed (crew-mcp crashed or lost the answer during kickoff) | kickoff_failed"
     )
-    raw_state: str | None = None
-    message: str | None = None
-    progress: Progress = Field(default_factory=Progress)
-    pending: PendingHumanInput | None = None
-    output: FinalOutput | None = None
-    error: str | None = None
-    usage: Usage | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    status_uri: str | None = None
+    raw_state: str | None = Field(default=None, description="The crew's own word for the state")
+    message: str | None = Field(default=None, description="A status message from the crew or from crew-mcp")
+    progress: Progress = Field(default_factory=Progress, description="Tasks done of total, current task and agent")
+    pending: PendingHumanInput | None = Field(default=None, description="The task output waiting for review")
+    output: FinalOutput | None = Field(default=None, description="The final result of a completed run")
+    error: str | None = Field(default=None, description="Why the run or its kickoff failed")
+    usage: Usage | None = Field(default=None, description="Token usage reported by the crew")
+    created_at: datetime | None = Field(default=None, description="When crew-mcp recorded the kickoff")
+    updated_at: datetime | None = Field(default=None, description="When the record last changed")
+    status_uri: str | None = Field(default=None, description="Resource with this run's status (subscribable)")
     from_ledger: bool = Field(default=False, description="Served from the run ledger with no upstream call")
-    decisions: list[Decision] = Field(default_factory=list)
-    next_step: str = ""
+    decisions: list[Decision] = Field(default_factory=list, description="Every approval or rejection so far")
+    next_step: str = Field(default="", description="What to do next")
+
+    @classmethod
+    def of(
+        cls,
+        record: RunRecord,
+        status: ExecutionStatus | None = None,
+        *,
+        guidance: Guidance,
+        from_ledger: bool = False,
+    ) -> RunView:
+        """The view of ``record``, showing ``status`` (default: the record's last status), with its next step."""
+        st = status or record.status
+        confirmed = st is not None and record.kickoff_id is not None
+        state = st.state.value if confirmed and st is not None else record.state.value
+        waiting = state == ExecutionState.WAITING_FOR_HUMAN.value
+        completed = st is not None and st.state is ExecutionState.COMPLETED
+        view = cls(
+            kickoff_id=record.kickoff_id,
+            request_id=record.request_id,
+            crew=record.crew,
+            conversation_id=record.conversation_id,
+            state=state,
+            raw_state=st.raw_state if st else None,
+            message=st.message if st else None,
+            progress=st.progress if st else Progress(),
+            pending=(record.pending or (st.pending if st else None)) if waiting else None,
+            output=st.output if st and completed else None,
+            error=(st.error if st else None) or record.error,
+            usage=st.usage if st else None,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            status_uri=execution_uri(record.kickoff_id) if record.kickoff_id else None,
+            from_ledger=from_ledger,
+            decisions=record.decisions,
+        )
+        view.next_step = view.suggest(guidance)
+        return view
+
+    def suggest(self, guidance: Guidance) -> str:
+        """The next step for a model that holds this view."""
+        kid = self.kickoff_id
+        wait = guidance.wait_seconds
+        match self.state:
+            case "running" | "unknown":
+                if wait <= 0:
+                    return f"The crew is still working. Call get_status(kickoff_id={kid!r}) again in a little while."
+                return (
+                    f"The crew is still working. Call get_status(kickoff_id={kid!r}, wait_seconds={wait}) to wait "
+                    "for it."
+                )
+            case "waiting_for_human":
+                if guidance.approval_policy == "human":
+                    return "The crew waits for the user's review. " + human_only_message(kid or "")
+                return (
+                    "The crew waits for human review. Show the user the output to review and ask whether to approve "
+                    f"it or what to change; then call resume_with_feedback(kickoff_id={kid!r}, approve=true|false, "
+                    "feedback=...). Do not decide on the user's behalf."
+                )
+            case "completed":
+                return "The run finished; its final output is above. No further call is needed."
+            case "failed":
+                return "The run failed (see error). Fix the cause if it is in the inputs and start a new run."
+            case "cancelled":
+                return "The run was cancelled upstream. Start a new run if it is still wanted."
+            case "unconfirmed":
+                return (
+                    "crew-mcp recorded this kickoff but never got its kickoff_id back (it stopped or lost the answer "
+                    f"mid-request, request id {self.request_id}). A run may have started; check with the user before "
+                    "starting another."
+                )
+            case "kickoff_failed":
+                return "The kickoff failed (see error); nothing to follow up. Start a new run when the cause is fixed."
+        return ""
 
     def text(self) -> str:
         head = f"Run {self.kickoff_id or '(no kickoff_id)'} of crew {self.crew}: {self.state}"
@@ -123,9 +224,11 @@ class RunView(BaseModel):
 
 
 class ExecutionList(BaseModel):
-    executions: list[RunView]
-    count: int
-    next_step: str = ""
+    """Runs from the ledger, newest first."""
+
+    executions: list[RunView] = Field(description="The runs, newest first")
+    count: int = Field(description="How many runs are listed")
+    next_step: str = Field(default="", description="What to do next")
 
     def text(self) -> str:
         if not self.executions:
@@ -138,22 +241,35 @@ class ExecutionList(BaseModel):
         ]
         return "\n".join([*lines, self.next_step] if self.next_step else lines)
 
+    @classmethod
+    def of(cls, records: list[RunRecord], guidance: Guidance) -> ExecutionList:
+        """The listing of ``records`` as the ledger has them."""
+        runs = [RunView.of(r, guidance=guidance, from_ledger=True) for r in records]
+        hint = "Call get_status(kickoff_id=...) for the current status and output of one run."
+        if not runs:
+            hint = "No runs match. Call list_crews and kickoff_crew to start one."
+        return cls(executions=runs, count=len(runs), next_step=hint)
+
 
 class ApprovalView(BaseModel):
-    kickoff_id: str
-    crew: str
-    conversation_id: str
-    task_id: str
-    output: str | None = None
-    waiting_since: datetime | None = None
-    waited_seconds: float | None = None
-    expired: bool = False
-    status_uri: str
+    """A run waiting for a human decision on one task's output."""
+
+    kickoff_id: str = Field(description="The waiting run")
+    crew: str = Field(description="Its crew")
+    conversation_id: str = Field(description="The conversation it is filed under")
+    task_id: str = Field(description="The task whose output waits for review")
+    output: str | None = Field(default=None, description="The output to review")
+    waiting_since: datetime | None = Field(default=None, description="When the run paused")
+    waited_seconds: float | None = Field(default=None, description="How long it has waited")
+    expired: bool = Field(default=False, description="True when it waited longer than the approval expiry")
+    status_uri: str = Field(description="Resource with this run's status")
 
 
 class ApprovalList(BaseModel):
-    approvals: list[ApprovalView]
-    next_step: str = ""
+    """Runs waiting for a human decision, newest first."""
+
+    approvals: list[ApprovalView] = Field(description="The waiting runs")
+    next_step: str = Field(default="", description="What to do next")
 
     def text(self) -> str:
         if not self.approvals:
@@ -167,15 +283,17 @@ class ApprovalList(BaseModel):
 
 
 class ResumeView(BaseModel):
-    kickoff_id: str
-    task_id: str
-    approve: bool
-    feedback: str
-    decided_by: str
-    upstream_status: str | None = None
-    message: str | None = None
-    run: RunView
-    next_step: str = ""
+    """A decision sent to the crew, and the run as it stands after it."""
+
+    kickoff_id: str = Field(description="The run decided on")
+    task_id: str = Field(description="The task decided on")
+    approve: bool = Field(description="True: approved; false: sent back with the feedback")
+    feedback: str = Field(description="The feedback sent with the decision")
+    decided_by: str = Field(description="Who decided and how (model via tool, human via elicitation, ...)")
+    upstream_status: str | None = Field(default=None, description="The crew's answer (resumed, retrying, ...)")
+    message: str | None = Field(default=None, description="The crew's message about the decision")
+    run: RunView = Field(description="The run after the decision")
+    next_step: str = Field(default="", description="What to do next")
 
     def text(self) -> str:
         verdict = "Approved" if self.approve else "Rejected"
@@ -189,5 +307,4 @@ def dump(model: BaseModel, *, compact: bool = False) -> dict[str, Any]:
     ``compact`` leaves out empty (null) fields: tool results use it because hosts validate every result against
     the output schema, and each null costs them a schema branch (275 µs → 102 µs for a running run).
     """
-    data: dict[str, Any] = json.loads(model.model_dump_json(by_alias=True, exclude_none=compact))
-    return data
+    return model.model_dump(mode="json", by_alias=True, exclude_none=compact)

@@ -1,10 +1,12 @@
 """Shared status watching: one upstream poll loop per execution, however many callers wait on it.
 
-A call that waits (``kickoff_crew``/``get_status`` with ``wait_seconds``) joins the execution's watch.
-The first waiter starts a poll loop in the hub's task group; later waiters, from the same client or
-others, read the same updates. The loop polls fast at first and slower later (capped), wakes early when
-a webhook pushes news, and ends when nobody waits any more or the run stops needing polling (finished,
-failed, cancelled, unknown, or paused for a human). Watchers therefore never multiply upstream requests.
+A call that waits (``kickoff_crew``/``get_status`` with ``wait_seconds``) joins the execution's watch,
+bringing the ledger record it already holds. The first waiter starts a poll loop in the hub's task group;
+later waiters, from the same client or others, read the same observations. The loop polls fast at first
+and slower later (capped), wakes early when a webhook pushes news, and ends when nobody waits any more or
+the run stops needing polling (finished, failed, cancelled, not found, or paused for a human). Watchers
+therefore never multiply upstream requests, and a poll hands its record to the next one, so polling reads
+the ledger only through the writes that a change makes.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
+from .clock import Clock, SystemClock
 from .errors import CrewMCPError
+from .ledger import RunRecord
 from .models import ExecutionState, ExecutionStatus
 
-__all__ = ["POLL_FACTOR", "POLL_INITIAL", "POLL_MAX", "StatusHub", "settled"]
+__all__ = ["POLL_FACTOR", "POLL_INITIAL", "POLL_MAX", "Observation", "StatusHub", "settled"]
 
 log = logging.getLogger("crew_mcp.watch")
 
@@ -27,10 +31,19 @@ POLL_INITIAL = 0.5
 POLL_FACTOR = 1.5
 POLL_MAX = 5.0
 
-Fetch = Callable[[str, str], Awaitable[ExecutionStatus]]
-OnUpdate = Callable[[ExecutionStatus], Awaitable[None]]
-
 _SETTLED = frozenset({ExecutionState.WAITING_FOR_HUMAN, ExecutionState.NOT_FOUND})
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one look at a run found: the status to show and the ledger record after saving what changed."""
+
+    status: ExecutionStatus
+    record: RunRecord
+
+
+Poll = Callable[[RunRecord], Awaitable[Observation]]
+OnUpdate = Callable[[ExecutionStatus], Awaitable[None]]
 
 
 def settled(status: ExecutionStatus) -> bool:
@@ -40,17 +53,19 @@ def settled(status: ExecutionStatus) -> bool:
 
 @dataclass
 class _Watch:
+    record: RunRecord
     waiters: int = 0
-    latest: ExecutionStatus | None = None
+    latest: Observation | None = None
     error: CrewMCPError | None = None
     version: int = 0
     changed: anyio.Event = field(default_factory=anyio.Event)
     poke: anyio.Event = field(default_factory=anyio.Event)
     done: bool = False
 
-    def publish(self, status: ExecutionStatus | None, error: CrewMCPError | None = None) -> None:
-        if status is not None:
-            self.latest = status
+    def publish(self, observation: Observation | None, error: CrewMCPError | None = None) -> None:
+        if observation is not None:
+            self.latest = observation
+            self.record = observation.record
         self.error = error
         self.version += 1
         event, self.changed = self.changed, anyio.Event()
@@ -58,21 +73,28 @@ class _Watch:
 
 
 class StatusHub:
-    """Runs shared poll loops. Enter it (``async with hub:``) to give it a task group."""
+    """Runs shared poll loops. Enter it (``async with hub:``) to give it a task group.
+
+    Args:
+        poll: one look at a run, given the record in hand.
+        clock: the time the intervals and the waits are measured in.
+    """
 
     def __init__(
         self,
-        fetch: Fetch,
+        poll: Poll,
+        clock: Clock | None = None,
         *,
         initial: float = POLL_INITIAL,
         factor: float = POLL_FACTOR,
         max_interval: float = POLL_MAX,
     ) -> None:
-        self._fetch = fetch
+        self._poll = poll
+        self._clock = clock or SystemClock()
         self._initial = initial
         self._factor = factor
         self._max = max_interval
-        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._watches: dict[str, _Watch] = {}
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> StatusHub:
@@ -91,49 +113,43 @@ class StatusHub:
         """How many executions are being polled right now."""
         return len(self._watches)
 
-    def push(self, crew: str, kickoff_id: str, status: ExecutionStatus | None = None) -> None:
-        """News from outside (a webhook): hand waiters ``status`` now, or make the loop poll at once."""
-        watch = self._watches.get((crew, kickoff_id))
+    def push(self, kickoff_id: str, observation: Observation | None = None) -> None:
+        """News from outside (a webhook, a decision): hand waiters ``observation`` now, and make the loop poll."""
+        watch = self._watches.get(kickoff_id)
         if watch is None:
             return
-        if status is not None:
-            watch.publish(status)
+        if observation is not None:
+            watch.publish(observation)
         watch.poke.set()
 
-    async def wait(
-        self, crew: str, kickoff_id: str, *, timeout: float, on_update: OnUpdate | None = None
-    ) -> ExecutionStatus | None:
-        """Wait until the run settles or ``timeout`` seconds pass; return the newest status seen.
+    async def wait(self, record: RunRecord, *, timeout: float, on_update: OnUpdate | None = None) -> Observation | None:
+        """Wait until the run of ``record`` settles or ``timeout`` seconds pass; return the newest observation.
 
-        ``on_update`` is awaited for each new status. Cancelling the caller stops its wait at once; the
+        ``on_update`` is awaited for each new observation. Cancelling the caller stops its wait at once; the
         shared loop stops too when it was the last waiter.
 
         Raises:
-            CrewMCPError: the upstream failed on the first poll and no status was ever seen.
+            CrewMCPError: the upstream failed on the first poll and nothing was ever observed.
         """
-        key = (crew, kickoff_id)
-        watch = self._watches.get(key)
+        assert record.kickoff_id is not None
+        watch = self._watches.get(record.kickoff_id)
         if watch is None:
             if self._tg is None:
                 raise RuntimeError("StatusHub used outside 'async with'")
-            watch = self._watches[key] = _Watch()
-            self._tg.start_soon(self._loop, key, watch)
+            watch = self._watches[record.kickoff_id] = _Watch(record)
+            self._tg.start_soon(self._loop, record.kickoff_id, watch)
         watch.waiters += 1
         seen = 0
         try:
-            with anyio.move_on_after(timeout):
+            with self._clock.move_on_after(timeout):
                 while True:
                     if watch.version > seen:
                         seen = watch.version
                         if watch.error is not None and watch.latest is None:
                             raise watch.error
                         if watch.latest is not None and watch.error is None:
-                            if on_update is not None:
-                                try:
-                                    await on_update(watch.latest)
-                                except Exception:  # progress is best-effort: a gone client must not fail the wait
-                                    log.debug("progress callback failed", exc_info=True)
-                            if settled(watch.latest):
+                            await _report(on_update, watch.latest.status)
+                            if settled(watch.latest.status):
                                 break
                     if watch.done:
                         break
@@ -144,29 +160,38 @@ class StatusHub:
             if watch.waiters == 0:
                 watch.poke.set()
 
-    async def _loop(self, key: tuple[str, str], watch: _Watch) -> None:
+    async def _loop(self, kickoff_id: str, watch: _Watch) -> None:
         interval = self._initial
         try:
             while watch.waiters > 0:
                 # Armed before the read, so a push (or the last waiter leaving) during the read is not lost.
                 watch.poke = anyio.Event()
                 try:
-                    status = await self._fetch(*key)
+                    observation = await self._poll(watch.record)
                 except CrewMCPError as exc:
-                    log.warning("polling %s/%s failed: %s", key[0], key[1], exc)
+                    log.warning("polling %s failed: %s", kickoff_id, exc)
                     watch.publish(None, exc)
                 except Exception as exc:  # a bug must fail this watch, never the hub (it lives in the server lifespan)
-                    log.exception("polling %s/%s failed unexpectedly", key[0], key[1])
+                    log.exception("polling %s failed unexpectedly", kickoff_id)
                     watch.publish(None, CrewMCPError(f"reading the run's status failed unexpectedly ({exc})"))
                     break
                 else:
-                    watch.publish(status)
-                    if settled(status):
+                    watch.publish(observation)
+                    if settled(observation.status):
                         break
-                with anyio.move_on_after(interval):
+                with self._clock.move_on_after(interval):
                     await watch.poke.wait()
                 interval = min(interval * self._factor, self._max)
         finally:
             watch.done = True
-            self._watches.pop(key, None)
+            self._watches.pop(kickoff_id, None)
             watch.publish(None, watch.error)
+
+
+async def _report(on_update: OnUpdate | None, status: ExecutionStatus) -> None:
+    if on_update is None:
+        return
+    try:
+        await on_update(status)
+    except Exception:  # progress is best-effort: a gone client must not fail the wait
+        log.debug("progress callback failed", exc_info=True)

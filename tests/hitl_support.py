@@ -11,6 +11,7 @@ Two set-ups:
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -22,13 +23,14 @@ import httpx2
 import uvicorn
 from mcp import Client
 from mcp.client.session import ClientRequestContext
-from mcp.types import ElicitRequestParams, ElicitResult
+from mcp.types import ElicitRequestParams, ElicitResult, TextResourceContents
 from starlette.applications import Starlette
 
-from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
-from crew_mcp.ledger import open_ledger
-from crew_mcp.server import Runtime, build_server
-from crew_mcp.service import CrewService
+from crew_mcp.clock import Clock, ManualClock
+from crew_mcp.ledger import Ledger, open_ledger
+from crew_mcp.runtime import Runtime
+from crew_mcp.server import ServiceOpener, build_server
+from crew_mcp.service import CrewService, open_service
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import CrewSpec, Simulator, TaskSpec
 from crew_mcp.webhooks import webhook_routes
@@ -61,6 +63,7 @@ class Env:
     sim: Simulator
     settings: Settings
     services: list[CrewService] = field(default_factory=list)
+    clock: ManualClock | None = None
 
     @property
     def service(self) -> CrewService:
@@ -69,8 +72,9 @@ class Env:
     async def call(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         r = await self.client.call_tool(tool, args or {}, **kw)
         assert not r.is_error, r.content
-        assert r.structured_content is not None
-        return r.structured_content
+        data: dict[str, Any] = r.structured_content or {}
+        assert data, r.content
+        return data
 
     async def error(self, tool: str, args: dict[str, Any] | None = None) -> str:
         r = await self.client.call_tool(tool, args or {})
@@ -84,15 +88,36 @@ class Env:
         return kickoff_id
 
 
-def service_factory(sim: Simulator, services: list[CrewService], *, poll_initial: float = 0.01) -> Any:
-    async def factory(settings: Settings) -> CrewService:
-        transport = httpx2.ASGITransport(app=sim.app)
-        registry = CrewRegistry([Crew(c, _client(c, transport)) for c in simulator_crews(sim)], simulator=sim)
-        service = CrewService(settings, registry, open_ledger("memory://"), poll_initial=poll_initial)
-        services.append(service)
-        return service
+def service_opener(
+    sim: Simulator,
+    services: list[CrewService] | None = None,
+    *,
+    ledger_url: str = "memory://",
+    wrap: Callable[[Ledger], Ledger] | None = None,
+    clock: Clock | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    poll_initial: float = 0.01,
+) -> ServiceOpener:
+    """``open_service`` bound to ``sim`` (its crews served in-process), a ledger at ``ledger_url`` (optionally
+    wrapped, to inject faults), a clock and fast polling; each opened service is appended to ``services``."""
 
-    return factory
+    @asynccontextmanager
+    async def opener(settings: Settings, **kw: Any) -> AsyncIterator[CrewService]:
+        ledger = open_ledger(ledger_url)
+        async with open_service(
+            settings,
+            simulator=sim,
+            ledger=wrap(ledger) if wrap else ledger,
+            clock=clock,
+            transport=transport,
+            poll_initial=poll_initial,
+            **kw,
+        ) as service:
+            if services is not None:
+                services.append(service)
+            yield service
+
+    return opener
 
 
 @asynccontextmanager
@@ -104,6 +129,7 @@ async def in_memory(
     webhooks: bool = False,
     poll_initial: float = 0.01,
     elicitation: Any = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Env]:
     """The MCP server over the in-memory transport against a manual-clock simulator.
 
@@ -112,17 +138,18 @@ async def in_memory(
     """
     settings = settings or Settings(owner=OWNER)
     runtime = Runtime()
-    transport = httpx2.ASGITransport(app=Starlette(routes=webhook_routes(runtime))) if webhooks else None
+    hooks = Starlette(routes=webhook_routes(lambda: runtime.service))
+    transport = httpx2.ASGITransport(app=hooks) if webhooks else None
     sim = Simulator(crews, clock="manual", webhook_transport=transport)
     services: list[CrewService] = []
     mcp = build_server(
         settings,
-        service_factory=service_factory(sim, services, poll_initial=poll_initial),
+        opener=service_opener(sim, services, poll_initial=poll_initial, clock=clock),
         runtime=runtime,
         webhook_base=HOOK_BASE if webhooks else None,
     )
-    async with sim, Client(mcp, mode=mode, elicitation_callback=elicitation) as client:  # type: ignore[arg-type]
-        yield Env(client, sim, settings, services)
+    async with sim, Client(mcp, mode=mode, elicitation_callback=elicitation) as client:
+        yield Env(client, sim, settings, services, clock if isinstance(clock, ManualClock) else None)
 
 
 async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
@@ -134,13 +161,21 @@ async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
             await anyio.sleep(0.01)
 
 
+async def read_json(client: Client, uri: str) -> Any:
+    """A resource's JSON content."""
+    result = await client.read_resource(uri)
+    content = result.contents[0]
+    assert isinstance(content, TextResourceContents), content
+    return json.loads(content.text)
+
+
 def answering(action: str, content: dict[str, Any] | None = None, seen: list[str] | None = None) -> Any:
     """An elicitation callback that answers every form with ``action`` (and ``content`` when accepting)."""
 
     async def answer(_: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
         if seen is not None:
             seen.append(params.message)
-        return ElicitResult(action=action, content=content if action == "accept" else None)  # type: ignore[arg-type]
+        return ElicitResult(action=action, content=content if action == "accept" else None)
 
     return answer
 

@@ -7,17 +7,19 @@ decisions come from the model, from an elicitation form, from the CLI, or from c
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hitl_support import MODES, OWNER, Env, answering, documented, in_memory
 
-from crew_mcp.errors import UsageError
+from crew_mcp.clock import ManualClock
+from crew_mcp.errors import HumanOnlyError
+from crew_mcp.identity import Caller
 from crew_mcp.models import PendingHumanInput
-from crew_mcp.service import Caller, human_only_message
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import builtin_crews
+from crew_mcp.views import human_only_message
 
 RESEARCH_DOC = documented(next(c for c in builtin_crews() if c.name == "research"))
 ALL_CREWS = [*builtin_crews(), RESEARCH_DOC]
@@ -35,12 +37,10 @@ async def _paused(env: Env, crew: str = "research", **extra: Any) -> str:
     return kid
 
 
-async def _backdate(env: Env, kid: str, seconds: float) -> None:
-    """Make the run's pending task look ``seconds`` old in the ledger (no sleeping)."""
-    record = await env.service.ledger.get(kid, owner=None)
-    assert record is not None and record.pending is not None
-    since = datetime.now(UTC) - timedelta(seconds=seconds)
-    await env.service.ledger.set_pending(kid, record.pending.model_copy(update={"since": since}))
+async def _later(env: Env, seconds: float) -> None:
+    """Let ``seconds`` pass on the service's manual clock (no sleeping)."""
+    assert env.clock is not None, "use in_memory(..., clock=ManualClock())"
+    await env.clock.advance(seconds)
 
 
 # ------------------------------------------------------------------------------------------- paused runs
@@ -83,13 +83,14 @@ async def test_a_pause_known_only_from_a_webhook_is_waiting_for_human_in_the_doc
 
 
 async def test_pending_approvals_tool_and_resource_list_newest_first_with_waited_seconds(mode: str) -> None:
-    async with in_memory(mode) as env:
+    async with in_memory(mode, clock=ManualClock()) as env:
         first = await env.kickoff("research")
+        await _later(env, 1)  # listings are newest first by creation time
         second = await env.kickoff("research", {"topic": "waves"})
         await env.sim.advance(3600)
-        for kid in (first, second):
-            await env.call("get_status", {"kickoff_id": kid})
-        await _backdate(env, first, 30)
+        await env.call("get_status", {"kickoff_id": first})
+        await _later(env, 30)
+        await env.call("get_status", {"kickoff_id": second})
         listed = await env.call("list_pending_approvals")
         assert [a["kickoff_id"] for a in listed["approvals"]] == [second, first]
         older = listed["approvals"][1]
@@ -106,10 +107,10 @@ async def test_pending_approvals_tool_and_resource_list_newest_first_with_waited
 @pytest.mark.parametrize("mode", ["legacy"])  # era-independent service semantics: one era
 async def test_expiry_flag_marks_an_old_approval_expired_and_decides_nothing(mode: str) -> None:
     settings = Settings(owner=OWNER, approval_expiry_seconds=60, approval_expiry_action="flag")
-    async with in_memory(mode, settings) as env:
+    async with in_memory(mode, settings, clock=ManualClock()) as env:
         kid = await _paused(env)
         await env.call("get_status", {"kickoff_id": kid})
-        await _backdate(env, kid, 61)
+        await _later(env, 61)
         listed = await env.call("list_pending_approvals")
         assert [(a["kickoff_id"], a["expired"]) for a in listed["approvals"]] == [(kid, True)]
         assert env.sim.count("research", "POST", "/resume") == 0
@@ -118,10 +119,10 @@ async def test_expiry_flag_marks_an_old_approval_expired_and_decides_nothing(mod
 @pytest.mark.parametrize("mode", ["auto"])  # era-independent service semantics: one era
 async def test_expiry_reject_sends_a_system_rejection_with_the_reason_when_approvals_are_listed(mode: str) -> None:
     settings = Settings(owner=OWNER, approval_expiry_seconds=60, approval_expiry_action="reject")
-    async with in_memory(mode, settings, webhooks=True) as env:
+    async with in_memory(mode, settings, webhooks=True, clock=ManualClock()) as env:
         kid = await _paused(env)
         await env.call("get_status", {"kickoff_id": kid})
-        await _backdate(env, kid, 61)
+        await _later(env, 61)
         listed = await env.call("list_pending_approvals")
         assert listed["approvals"] == []
         reason = "Rejected automatically: no human decision within 60 s"
@@ -142,10 +143,10 @@ async def test_expiry_reject_sends_a_system_rejection_with_the_reason_when_appro
 @pytest.mark.parametrize("mode", ["legacy"])  # era-independent service semantics: one era
 async def test_expiry_reject_also_happens_when_get_status_meets_the_expired_pause(mode: str) -> None:
     settings = Settings(owner=OWNER, approval_expiry_seconds=60, approval_expiry_action="reject")
-    async with in_memory(mode, settings) as env:
+    async with in_memory(mode, settings, clock=ManualClock()) as env:
         kid = await _paused(env)
         await env.call("get_status", {"kickoff_id": kid})
-        await _backdate(env, kid, 3600)
+        await _later(env, 3600)
         out = await env.call("get_status", {"kickoff_id": kid})
         assert out["state"] == "running" and out.get("pending") is None
         assert out["decisions"][-1]["by"] == "system" and out["decisions"][-1]["approve"] is False
@@ -158,10 +159,10 @@ async def test_expiry_reject_is_allowed_under_the_human_only_policy(mode: str) -
     settings = Settings(
         owner=OWNER, approval_policy="human", approval_expiry_seconds=60, approval_expiry_action="reject"
     )
-    async with in_memory(mode, settings) as env:
+    async with in_memory(mode, settings, clock=ManualClock()) as env:
         kid = await _paused(env)
         await env.call("get_status", {"kickoff_id": kid})
-        await _backdate(env, kid, 61)
+        await _later(env, 61)
         assert (await env.call("list_pending_approvals"))["approvals"] == []
         assert [r["is_approve"] for r in env.sim.resume_log] == [False]
 
@@ -326,7 +327,7 @@ async def test_human_policy_accepts_an_elicitation_answer(mode: str) -> None:
 async def test_human_policy_accepts_the_cli_and_refuses_a_model_caller_of_the_service(mode: str) -> None:
     async with in_memory(mode, Settings(owner=OWNER, approval_policy="human")) as env:
         kid = await _paused(env)
-        with pytest.raises(UsageError, match="approval policy is 'human'"):
+        with pytest.raises(HumanOnlyError, match="approval policy is 'human'"):
             await env.service.resume(kid, Caller(OWNER), approve=True)
         view = await env.service.resume(kid, Caller(OWNER, by="human", via="cli"), approve=True, feedback="ok")
         assert view.decided_by == "human via cli"

@@ -8,11 +8,13 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from pydantic import ValidationError
 
+from crew_mcp.clock import ManualClock
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger import (
     Decision,
@@ -83,7 +85,7 @@ def rec(n: int, *, owner: str = "alice", conversation: str = "conv-1", crew: str
     return RunRecord.model_validate(fields)
 
 
-async def started(ledger: Ledger, n: int, **kw: object) -> RunRecord:
+async def started(ledger: Ledger, n: int, **kw: Any) -> RunRecord:
     await ledger.create(rec(n, **kw))
     return await ledger.confirm(f"req-{n}", f"k-{n}")
 
@@ -521,20 +523,24 @@ async def test_retention_prunes_in_the_background_and_logs_failures(caplog: pyte
     calls = 0
     third_call = anyio.Event()
 
-    class Flaky:
-        async def prune(self, *, max_age: timedelta, max_count: int) -> int:
+    clock = ManualClock()
+
+    class Flaky(MemoryLedger):
+        async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
             nonlocal calls
             calls += 1
             if calls == 3:
                 third_call.set()
             if calls == 1:
                 raise LedgerError("database is locked")
-            return await ledger.prune(max_age=max_age, max_count=max_count)
+            assert now == clock.now()  # the retention clock, not the machine's
+            return await ledger.prune(max_age=max_age, max_count=max_count, now=now)
 
     with caplog.at_level(logging.INFO, logger="crew_mcp.ledger"), anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: run_retention(Flaky(), interval=0.01, max_age=timedelta(days=30), max_count=10))  # type: ignore[arg-type]
-            await third_call.wait()
+            tg.start_soon(lambda: run_retention(Flaky(), clock, interval=60, max_age=timedelta(days=30), max_count=10))
+            while not third_call.is_set():
+                await clock.advance(60)
             tg.cancel_scope.cancel()
 
     assert await ledger.list(owner="alice") == []

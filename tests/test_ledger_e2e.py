@@ -27,21 +27,19 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 from anyio.abc import Process
+from hitl_support import service_opener
 from mcp import Client, MCPError, StdioServerParameters
 from process_support import announced_url
 
-from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
 from crew_mcp.ledger import Ledger, RecordState, RunRecord, open_ledger, utcnow
-from crew_mcp.server import build_server
-from crew_mcp.service import CrewService
+from crew_mcp.server import ServiceOpener, build_server
 from crew_mcp.settings import Settings, load_settings
 from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, serve_simulator
 
@@ -179,16 +177,9 @@ async def served_sim() -> AsyncIterator[tuple[Simulator, str]]:
         yield sim, root
 
 
-def in_process_factory(sim: Simulator, ledger_url: str, wrap: Any = None) -> Any:
-    """A service factory for in-process servers: the simulator through ASGITransport, the ledger at ``ledger_url``."""
-
-    async def factory(settings: Settings) -> CrewService:
-        transport = httpx2.ASGITransport(app=sim.app)
-        registry = CrewRegistry([Crew(c, _client(c, transport)) for c in simulator_crews(sim)], simulator=sim)
-        ledger = open_ledger(ledger_url)
-        return CrewService(settings, registry, wrap(ledger) if wrap else ledger, poll_initial=0.01)
-
-    return factory
+def in_process(sim: Simulator, ledger_url: str, wrap: Any = None) -> ServiceOpener:
+    """In-process servers: the simulator through ASGITransport, the ledger at ``ledger_url``."""
+    return service_opener(sim, ledger_url=ledger_url, wrap=wrap)
 
 
 # ================================================================================= 1. crash safety
@@ -491,7 +482,7 @@ async def test_an_owner_never_sees_or_reads_another_owners_runs_and_the_refusal_
 ) -> None:
     async with Simulator(clock="manual") as sim:
         servers = {
-            owner: build_server(Settings(owner=owner), service_factory=in_process_factory(sim, shared_ledger_url))
+            owner: build_server(Settings(owner=owner), opener=in_process(sim, shared_ledger_url))
             for owner in ("alice", "bob")
         }
         async with Client(servers["alice"]) as alice, Client(servers["bob"]) as bob:
@@ -545,10 +536,10 @@ class GatedPrune:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def prune(self, *, max_age: timedelta, max_count: int) -> int:
+    async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
         self.started.set()
         await self.gate.wait()
-        removed = await self.inner.prune(max_age=max_age, max_count=max_count)
+        removed = await self.inner.prune(max_age=max_age, max_count=max_count, now=now)
         self.prunes += 1
         self.removed += removed
         return removed
@@ -583,7 +574,7 @@ async def test_background_retention_prunes_old_records_while_tool_calls_proceed(
 
     settings = Settings(owner="tester", retention_days=1, retention_interval_seconds=0.05)
     async with Simulator(clock="manual") as sim:
-        mcp = build_server(settings, service_factory=in_process_factory(sim, url, wrap))
+        mcp = build_server(settings, opener=in_process(sim, url, wrap))
         async with Client(mcp) as client:
             (gate,) = gated
             with anyio.fail_after(5):
@@ -616,7 +607,7 @@ async def test_keep_input_values_false_stores_only_input_names_for_every_kickoff
     url = sqlite_url(tmp_path / "ledger.db")
     settings = Settings(owner="tester", keep_input_values=False)
     async with Simulator(clock="manual") as sim:
-        mcp = build_server(settings, service_factory=in_process_factory(sim, url))
+        mcp = build_server(settings, opener=in_process(sim, url))
         async with Client(mcp) as client:
             generic = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
             typed = await call(client, "run_trip_planner", TRIP)

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from crew_mcp.errors import ConfigError, UsageError
-from crew_mcp.models import ExecutionState, normalize_status
+from crew_mcp.models import ExecutionState
+from crew_mcp.normalize import normalize_status
 from crew_mcp.simulator import (
     DEFAULT_TOKEN,
     CrewSpec,

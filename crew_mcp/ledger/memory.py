@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import builtins
 import heapq
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from crew_mcp.errors import LedgerError
-from crew_mcp.ledger import (
-    KickoffUpdates,
-    RunRecord,
-    apply_confirm,
-    apply_failed,
-    check_prune_args,
-    is_pending_approval,
-    micros,
-    utcnow,
-)
+from crew_mcp.ledger.base import LedgerBase
+from crew_mcp.ledger.records import RunRecord, apply_confirm, apply_failed, check_prune_args, micros, utcnow
 
 __all__ = ["MemoryLedger"]
 
@@ -58,7 +49,7 @@ class _Entry:
         return RunRecord.model_validate_json(self.data)
 
 
-class MemoryLedger(KickoffUpdates):
+class MemoryLedger(LedgerBase):
     """The :class:`~crew_mcp.ledger.Ledger` kept in this process's memory; it is gone when the process ends."""
 
     def __init__(self) -> None:
@@ -70,10 +61,6 @@ class MemoryLedger(KickoffUpdates):
         self._by_conversation: dict[tuple[str, str], set[str]] = {}
 
     # -------------------------------------------------------------------------------------- writes
-
-    async def create(self, record: RunRecord) -> None:
-        """Store a new record; a duplicate request_id or kickoff_id raises LedgerError."""
-        self.create_many_sync([record])
 
     async def create_many(self, records: Iterable[RunRecord]) -> None:
         """Store many new records at once (bulk import); all or none are stored."""
@@ -114,10 +101,10 @@ class MemoryLedger(KickoffUpdates):
             self._check_open()
             self._update_request(request_id, lambda r: apply_failed(r, error, utcnow()))
 
-    async def prune(self, *, max_age: timedelta, max_count: int) -> int:
-        """Delete records not updated within ``max_age`` and all but the newest ``max_count``."""
+    async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
+        """Delete records not updated within ``max_age`` of ``now`` and all but the newest ``max_count``."""
         check_prune_args(max_age, max_count)
-        cutoff = micros(utcnow() - max_age)
+        cutoff = micros((now or utcnow()) - max_age)
         with self._lock:
             self._check_open()
             newest = sorted(self._rows.items(), key=lambda kv: (kv[1].created, kv[0]), reverse=True)
@@ -174,16 +161,6 @@ class MemoryLedger(KickoffUpdates):
                 and (state is None or e.state == str(state))
             ]
         return [e.record() for _, _, e in heapq.nlargest(limit, hits, key=lambda h: (h[0], h[1]))]
-
-    async def latest(self, *, owner: str, conversation_id: str) -> RunRecord | None:
-        """The newest record of one conversation."""
-        found = await self.list(owner=owner, conversation_id=conversation_id, limit=1)
-        return found[0] if found else None
-
-    async def pending_approvals(self, *, owner: str) -> builtins.list[RunRecord]:
-        """Records waiting for a human decision, newest first."""
-        waiting = await self.list(owner=owner, state="waiting_for_human", limit=sys.maxsize)
-        return [r for r in waiting if is_pending_approval(r)]
 
     # ------------------------------------------------------------------------------------- helpers
 

@@ -20,29 +20,18 @@ from __future__ import annotations
 
 import builtins
 import functools
-import random
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import anyio
+import stamina
 from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
-from crew_mcp.ledger import (
-    KickoffUpdates,
-    RunRecord,
-    apply_confirm,
-    apply_failed,
-    check_prune_args,
-    is_pending_approval,
-    matches,
-    micros,
-    utcnow,
-)
+from crew_mcp.ledger.base import LedgerBase
+from crew_mcp.ledger.records import RunRecord, apply_confirm, apply_failed, check_prune_args, matches, micros, utcnow
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -89,7 +78,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class RedisLedger(KickoffUpdates):
+class RedisLedger(LedgerBase):
     """The :class:`~crew_mcp.ledger.Ledger` in Redis.
 
     Args:
@@ -147,10 +136,6 @@ class RedisLedger(KickoffUpdates):
 
     # -------------------------------------------------------------------------------------- writes
 
-    async def create(self, record: RunRecord) -> None:
-        """Store a new record; a duplicate request_id or kickoff_id raises LedgerError."""
-        await self.create_many([record])
-
     async def create_many(self, records: Iterable[RunRecord]) -> None:
         """Store many new records (bulk import), atomically per chunk of 500."""
         batch = builtins.list(records)
@@ -173,10 +158,10 @@ class RedisLedger(KickoffUpdates):
         if record is None:
             raise LedgerError(f"No run record with request id {request_id!r}.")
 
-    async def prune(self, *, max_age: timedelta, max_count: int) -> int:
+    async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
         """Delete records not updated within ``max_age`` and all but the newest ``max_count``, index entries too."""
         check_prune_args(max_age, max_count)
-        cutoff = micros(utcnow() - max_age)
+        cutoff = micros((now or utcnow()) - max_age)
         async with self._guard():
             old = _strs(await self._r.zrangebyscore(self._k("idx:updated"), "-inf", f"({cutoff}"))
             surplus = set(_strs(await self._r.zrevrange(self._k("idx:created"), max_count, -1)))
@@ -244,16 +229,6 @@ class RedisLedger(KickoffUpdates):
                 start += page
         return found[:limit]
 
-    async def latest(self, *, owner: str, conversation_id: str) -> RunRecord | None:
-        """The newest record of one conversation."""
-        found = await self.list(owner=owner, conversation_id=conversation_id, limit=1)
-        return found[0] if found else None
-
-    async def pending_approvals(self, *, owner: str) -> builtins.list[RunRecord]:
-        """Records waiting for a human decision, newest first."""
-        waiting = await self.list(owner=owner, state="waiting_for_human", limit=sys.maxsize)
-        return [r for r in waiting if is_pending_approval(r)]
-
     # ------------------------------------------------------------------------------------ plumbing
 
     def _k(self, kind: str, *parts: str) -> str:
@@ -288,14 +263,22 @@ class RedisLedger(KickoffUpdates):
 
     async def _retry_watch(self, attempt: Callable[[], Any]) -> Any:
         """Run a WATCH/MULTI attempt until no watched key changed under it (bounded, with jitter)."""
-        for n in range(_WATCH_ATTEMPTS):
-            try:
-                return await attempt()
-            except self._watch_error:
-                await anyio.sleep(random.uniform(0, 0.002 * min(n + 1, 10)))  # noqa: S311 - jitter, not crypto
-        raise LedgerError(
-            f"The Redis ledger at {self._where} gave up after {_WATCH_ATTEMPTS} conflicting concurrent updates."
-        )
+        try:
+            async for retry in stamina.retry_context(
+                on=self._watch_error,
+                attempts=_WATCH_ATTEMPTS,
+                timeout=None,
+                wait_initial=0.001,
+                wait_max=0.02,
+                wait_jitter=0.002,
+            ):
+                with retry:
+                    return await attempt()
+        except self._watch_error:
+            raise LedgerError(
+                f"The Redis ledger at {self._where} gave up after {_WATCH_ATTEMPTS} conflicting concurrent updates."
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
         async with self._guard():

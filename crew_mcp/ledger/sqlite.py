@@ -16,28 +16,19 @@ import builtins
 import json
 import os
 import sqlite3
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import stamina
 from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
-from crew_mcp.ledger import (
-    KickoffUpdates,
-    RunRecord,
-    apply_confirm,
-    apply_failed,
-    check_prune_args,
-    is_pending_approval,
-    micros,
-    utcnow,
-)
+from crew_mcp.ledger.base import LedgerBase
+from crew_mcp.ledger.records import RunRecord, apply_confirm, apply_failed, check_prune_args, micros, utcnow
 
 __all__ = ["DEFAULT_BUSY_RETRIES", "DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteLedger", "migrate"]
 
@@ -47,6 +38,8 @@ DEFAULT_BUSY_RETRIES = 3
 """How many times a write that still found the file busy is retried (after a short pause)."""
 
 _T = TypeVar("_T")
+_BUSY_WAIT = 0.05
+"""Seconds before the first retry of a busy write; each further retry waits twice as long."""
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _COLUMNS = "request_id, kickoff_id, owner, conversation_id, crew, state, created_at, updated_at, data"
@@ -130,7 +123,7 @@ PRUNE_BATCH = 1000
 """Rows one prune transaction deletes at most."""
 
 
-class SqliteLedger(KickoffUpdates):
+class SqliteLedger(LedgerBase):
     """The :class:`~crew_mcp.ledger.Ledger` in one SQLite file (opened and migrated on first use).
 
     Args:
@@ -159,10 +152,6 @@ class SqliteLedger(KickoffUpdates):
 
     # -------------------------------------------------------------------------------------- writes
 
-    async def create(self, record: RunRecord) -> None:
-        """Store a new record; a duplicate request_id or kickoff_id raises LedgerError."""
-        await self.create_many([record])
-
     async def create_many(self, records: Iterable[RunRecord]) -> None:
         """Store many new records in one transaction (bulk import); all or none are stored."""
         rows = [_row(r) for r in records]
@@ -178,14 +167,14 @@ class SqliteLedger(KickoffUpdates):
         """Mark the record ``kickoff_failed``; an unknown request_id raises LedgerError."""
         await self._write(lambda c: _update(c, _by_request(c, request_id), lambda r: apply_failed(r, error, utcnow())))
 
-    async def prune(self, *, max_age: timedelta, max_count: int) -> int:
+    async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
         """Delete records not updated within ``max_age`` and all but the newest ``max_count``.
 
         Deletes in batches of :data:`PRUNE_BATCH`, one transaction each, so a large backlog never holds the
         ledger (and the tool calls waiting on it) for longer than one batch.
         """
         check_prune_args(max_age, max_count)
-        cutoff = micros(utcnow() - max_age)
+        cutoff = micros((now or utcnow()) - max_age)
 
         def old(conn: sqlite3.Connection) -> int:
             return int(
@@ -246,16 +235,6 @@ class SqliteLedger(KickoffUpdates):
         rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [_load(data) for (data,) in rows]
 
-    async def latest(self, *, owner: str, conversation_id: str) -> RunRecord | None:
-        """The newest record of one conversation."""
-        found = await self.list(owner=owner, conversation_id=conversation_id, limit=1)
-        return found[0] if found else None
-
-    async def pending_approvals(self, *, owner: str) -> builtins.list[RunRecord]:
-        """Records waiting for a human decision, newest first."""
-        waiting = await self.list(owner=owner, state="waiting_for_human", limit=sys.maxsize)
-        return [r for r in waiting if is_pending_approval(r)]
-
     # ----------------------------------------------------------------------------- thread plumbing
 
     async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -274,15 +253,20 @@ class SqliteLedger(KickoffUpdates):
     def _call(self, op: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
         """Run ``op`` on the connection (in a transaction when ``write``), retrying while the file is busy."""
         with self._lock:
-            for attempt in range(self._busy_retries + 1):
-                try:
-                    conn = self._connection()
-                    return _transaction(conn, op) if write else op(conn)
-                except sqlite3.Error as exc:
-                    if _busy(exc) and attempt < self._busy_retries:
-                        time.sleep(0.05 * 2**attempt)
-                        continue
-                    raise self._error(exc) from None
+            try:
+                for attempt in stamina.retry_context(
+                    on=_retry_busy,
+                    attempts=self._busy_retries + 1,
+                    timeout=None,
+                    wait_initial=_BUSY_WAIT,
+                    wait_max=_BUSY_WAIT * 4,
+                    wait_jitter=0.0,
+                ):
+                    with attempt:
+                        conn = self._connection()
+                        return _transaction(conn, op) if write else op(conn)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> sqlite3.Connection:
@@ -386,6 +370,10 @@ def _transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], _T
 def _duplicate(exc: sqlite3.IntegrityError) -> LedgerError:
     what = "kickoff id" if "kickoff_id" in str(exc) else "request id"
     return LedgerError(f"A run record with this {what} already exists ({exc}).")
+
+
+def _retry_busy(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.Error) and _busy(exc)
 
 
 def _busy(exc: sqlite3.Error) -> bool:

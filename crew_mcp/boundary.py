@@ -1,0 +1,103 @@
+"""The MCP boundary: who is calling, how a view becomes a tool result, and the one translation of errors.
+
+What a model can fix (:class:`~crew_mcp.errors.UsageError`, an upstream failure it can retry or report)
+becomes a :class:`ToolError`, the only exception text mcp 2.3 shows a model. What only the person running
+crew-mcp can fix (configuration, a crew refusing crew-mcp's token, the run ledger) becomes an
+:class:`MCPError` for the host to show. Resources follow the same split, with an unknown run or crew as
+the protocol's "not found" (-32602).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from mcp import MCPError
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import INTERNAL_ERROR, CallToolResult, TextContent
+from pydantic import BaseModel
+
+from . import errors as e
+from .identity import DEFAULT_CONVERSATION, Caller, Decider, default_owner
+from .models import ExecutionStatus
+from .settings import Settings
+from .views import dump
+
+__all__ = ["caller", "guard", "owner", "progress", "resource", "result", "translate"]
+
+_T = TypeVar("_T")
+
+
+def translate(exc: e.CrewMCPError) -> ToolError | MCPError:
+    """The one translation of crew-mcp's errors for MCP tools."""
+    sentence = e.describe(exc)
+    if isinstance(exc, e.UsageError | e.CrewAPIError):
+        return ToolError(sentence)
+    if isinstance(exc, e.UpstreamError) and not exc.configuration:
+        return ToolError(sentence)
+    return MCPError(INTERNAL_ERROR, sentence)
+
+
+async def guard(work: Awaitable[_T]) -> _T:
+    """Await a service call, translating its errors (:func:`translate`)."""
+    try:
+        return await work
+    except e.CrewMCPError as exc:
+        raise translate(exc) from None
+
+
+async def resource(work: Awaitable[BaseModel] | BaseModel, uri: str) -> str:
+    """A resource's JSON text from a service call's view (empty fields left out, as in tool results), or the
+    resource's protocol error."""
+    try:
+        view = work if isinstance(work, BaseModel) else await work
+        return json.dumps(dump(view, compact=True), ensure_ascii=False)
+    except (e.RunNotFoundError, e.UnknownCrewError, e.InvalidInputError) as exc:
+        raise ResourceNotFoundError(f"{uri}: {exc}") from None
+    except e.CrewMCPError as exc:
+        mapped = translate(exc)
+        raise (MCPError(INTERNAL_ERROR, f"{uri}: {mapped}") if isinstance(mapped, ToolError) else mapped) from None
+
+
+def result(view: Any) -> CallToolResult:
+    """A view as a tool result: its text for the model, its fields as structured content (nulls left out)."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=view.text())], structured_content=dump(view, compact=True)
+    )
+
+
+def owner(settings: Settings) -> str:
+    """The record owner of this request: the authenticated principal, else the configured or local owner."""
+    token = get_access_token()
+    if token is not None:
+        return f"oauth:{token.client_id}:{token.subject or ''}"
+    return default_owner(settings.owner)
+
+
+def caller(
+    settings: Settings, ctx: Context | None, conversation_id: str = "", *, by: Decider = "model", via: str = "tool"
+) -> Caller:
+    """Who calls: the owner, the conversation (argument, else the 2025-era HTTP session), and who decides."""
+    conversation = conversation_id.strip()
+    if not conversation and ctx is not None:
+        session = (ctx.headers or {}).get("mcp-session-id")
+        conversation = f"session:{session}" if session else ""
+    return Caller(owner=owner(settings), conversation_id=conversation or DEFAULT_CONVERSATION, by=by, via=via)
+
+
+def progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:
+    """Report a run's progress to the calling client (tasks done of total, state, current task and agent)."""
+
+    async def report(status: ExecutionStatus) -> None:
+        p = status.progress
+        parts = [status.state.value]
+        if p.current_task:
+            parts.append(f"task {p.current_task}")
+        if p.current_agent:
+            parts.append(f"agent {p.current_agent}")
+        await ctx.report_progress(float(p.completed or 0), float(p.total) if p.total else None, " · ".join(parts))
+
+    return report

@@ -1,0 +1,48 @@
+"""Who is asking: the owner of the records, the conversation they are filed under, and who decides.
+
+The owner is the authenticated principal when there is one, else ``CREW_MCP_OWNER``, else the local OS
+user. The conversation is an explicit ``conversation_id``, else the transport's session (a 2025-era HTTP
+session), else ``default``. Whether a decision comes from a model, a person or crew-mcp itself is part
+of the caller too, because the ``human`` approval policy depends on it.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, replace
+from typing import Literal
+
+__all__ = ["DEFAULT_CONVERSATION", "Caller", "Decider", "default_owner", "local_owner"]
+
+DEFAULT_CONVERSATION = "default"
+Decider = Literal["model", "human", "system"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the record owner, the conversation, and whether a model, a human or crew-mcp decides.
+
+    ``via`` says through what the request came (``tool``, ``elicitation``, ``cli``, ``expiry``, ...).
+    """
+
+    owner: str
+    conversation_id: str = DEFAULT_CONVERSATION
+    by: Decider = "model"
+    via: str = "tool"
+
+    def deciding(self, by: Decider, via: str) -> Caller:
+        """The same caller, with the decision attributed to ``by`` through ``via``."""
+        return replace(self, by=by, via=via)
+
+
+def default_owner(configured: str | None) -> str:
+    """The owner of records made without an authenticated principal: ``configured`` (CREW_MCP_OWNER) or the OS user."""
+    return configured or local_owner()
+
+
+def local_owner() -> str:
+    """The local OS user as an owner (``local:<user>``)."""
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "local:user"

@@ -1,0 +1,224 @@
+"""What the run ledger stores: :class:`RunRecord` and the pure rules of every update to it.
+
+The ``apply_*`` functions hold the semantics of each update, so the backends only differ in how they read and
+write a record atomically.
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+
+from crew_mcp.errors import LedgerError
+from crew_mcp.models import ExecutionState, ExecutionStatus, PendingHumanInput, WebhookUrls
+
+__all__ = [
+    "Decision",
+    "RecordState",
+    "RunRecord",
+    "apply_confirm",
+    "apply_decision",
+    "apply_failed",
+    "apply_pending",
+    "apply_status",
+    "check_prune_args",
+    "is_pending_approval",
+    "matches",
+    "micros",
+    "newest_first_key",
+    "utcnow",
+]
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware datetime, normalized to UTC (naive datetimes are refused)."""
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class RecordState(StrEnum):
+    """A record's state: every :class:`~crew_mcp.models.ExecutionState` plus the two kickoff-time states."""
+
+    UNCONFIRMED = "unconfirmed"
+    KICKOFF_FAILED = "kickoff_failed"
+    RUNNING = "running"
+    WAITING_FOR_HUMAN = "waiting_for_human"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+class Decision(BaseModel):
+    """One answer to a human-input request: who approved or rejected which task, how and when."""
+
+    task_id: str
+    approve: bool
+    feedback: str
+    by: Literal["model", "human", "system"] = Field(description='"system": crew-mcp itself (approval expiry)')
+    via: str = Field(description='"tool", "elicitation", "cli" or "expiry"')
+    actor: str
+    at: UTCDateTime = Field(default_factory=utcnow)
+
+
+class RunRecord(BaseModel):
+    """Everything the ledger knows about one run.
+
+    ``request_id`` is the client's id (the key before AMP answers); ``kickoff_id`` is None until confirmed.
+    ``inputs`` is ``{}`` when the configuration keeps only ``input_names``.
+    """
+
+    request_id: str
+    kickoff_id: str | None = None
+    crew: str
+    conversation_id: str
+    owner: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+    input_names: builtins.list[str] = Field(default_factory=builtins.list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    webhooks: WebhookUrls | None = None
+    webhook_secret: str | None = None
+    created_at: UTCDateTime = Field(default_factory=utcnow)
+    updated_at: UTCDateTime = Field(default_factory=utcnow)
+    state: RecordState = RecordState.UNCONFIRMED
+    status: ExecutionStatus | None = None
+    status_fetched_at: UTCDateTime | None = None
+    pending: PendingHumanInput | None = None
+    decisions: builtins.list[Decision] = Field(default_factory=builtins.list)
+    error: str | None = None
+
+
+def apply_confirm(record: RunRecord, kickoff_id: str, now: datetime) -> RunRecord:
+    """The record confirmed with ``kickoff_id``; confirming again with the same id changes nothing.
+
+    Raises:
+        LedgerError: the record is already confirmed with another kickoff_id.
+    """
+    if record.kickoff_id == kickoff_id:
+        return record
+    if record.kickoff_id is not None:
+        raise LedgerError(
+            f"Run request {record.request_id!r} is already confirmed as kickoff {record.kickoff_id!r}, "
+            f"not {kickoff_id!r}."
+        )
+    return record.model_copy(
+        update={"kickoff_id": kickoff_id, "state": RecordState.RUNNING, "error": None, "updated_at": now}
+    )
+
+
+def apply_failed(record: RunRecord, error: str, now: datetime) -> RunRecord:
+    """The record marked ``kickoff_failed`` with ``error``."""
+    return record.model_copy(update={"state": RecordState.KICKOFF_FAILED, "error": error, "updated_at": now})
+
+
+def apply_status(record: RunRecord, status: ExecutionStatus, now: datetime) -> RunRecord:
+    """The record with a freshly fetched status: state follows it, pending is kept only while waiting.
+
+    A pending task that was already known keeps its ``since``; a new one gets ``now`` when it has none.
+    """
+    pending = record.pending
+    state = RecordState(status.state.value)
+    if _webhook_pause_holds(record, status):
+        # ``record.status`` is the status API's own last word: when it never reported this pause (documented
+        # shape), the pause came from a webhook and "running" does not end it; a decision or a final state does.
+        state = RecordState.WAITING_FOR_HUMAN
+    elif status.state is ExecutionState.WAITING_FOR_HUMAN:
+        if status.pending is not None:
+            pending = _stamped(status.pending, record.pending, now)
+    else:
+        pending = None
+    return record.model_copy(
+        update={"status": status, "status_fetched_at": now, "state": state, "pending": pending, "updated_at": now}
+    )
+
+
+def _webhook_pause_holds(record: RunRecord, status: ExecutionStatus) -> bool:
+    api_reported_pause = record.status is not None and record.status.state is ExecutionState.WAITING_FOR_HUMAN
+    return (
+        status.state is ExecutionState.RUNNING
+        and record.pending is not None
+        and record.state is RecordState.WAITING_FOR_HUMAN
+        and not api_reported_pause
+    )
+
+
+def apply_pending(record: RunRecord, pending: PendingHumanInput | None, now: datetime) -> RunRecord:
+    """The record with ``pending`` set; a pending task on a run that has not finished makes it ``waiting_for_human``."""
+    update: dict[str, Any] = {"pending": None, "updated_at": now}
+    if pending is not None:
+        update["pending"] = _stamped(pending, record.pending, now)
+        if record.state not in _FINAL_STATES:
+            update["state"] = RecordState.WAITING_FOR_HUMAN
+    return record.model_copy(update=update)
+
+
+def apply_decision(record: RunRecord, decision: Decision, now: datetime) -> RunRecord:
+    """The record with ``decision`` appended and the pending human input cleared.
+
+    A run that was waiting for that decision goes back to ``running``: the crew acts on it next.
+    """
+    update: dict[str, Any] = {"decisions": [*record.decisions, decision], "pending": None, "updated_at": now}
+    if record.state is RecordState.WAITING_FOR_HUMAN:
+        update["state"] = RecordState.RUNNING
+    return record.model_copy(update=update)
+
+
+def is_pending_approval(record: RunRecord) -> bool:
+    """True when the run waits for a human decision that has not been given yet."""
+    return record.state is RecordState.WAITING_FOR_HUMAN and record.pending is not None
+
+
+def matches(record: RunRecord, *, owner: str, conversation_id: str | None, crew: str | None, state: str | None) -> bool:
+    """True when ``record`` passes the :meth:`Ledger.list` filters."""
+    return (
+        record.owner == owner
+        and (conversation_id is None or record.conversation_id == conversation_id)
+        and (crew is None or record.crew == crew)
+        and (state is None or record.state.value == str(state))
+    )
+
+
+def newest_first_key(record: RunRecord) -> tuple[datetime, str]:
+    """The sort key of listings (newest first when reversed); request_id breaks ties the same way everywhere."""
+    return record.created_at, record.request_id
+
+
+def check_prune_args(max_age: timedelta, max_count: int) -> None:
+    """Refuse nonsensical retention settings.
+
+    Raises:
+        ValueError: ``max_age`` is negative or ``max_count`` is below zero.
+    """
+    if max_age < timedelta(0) or max_count < 0:
+        raise ValueError(f"prune needs max_age >= 0 and max_count >= 0, got {max_age} and {max_count}")
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since the epoch: an exact, orderable integer for indexes and sorted-set scores."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FINAL_STATES = frozenset(
+    {RecordState.COMPLETED, RecordState.FAILED, RecordState.CANCELLED, RecordState.KICKOFF_FAILED}
+)
+
+
+def _stamped(pending: PendingHumanInput, previous: PendingHumanInput | None, now: datetime) -> PendingHumanInput:
+    if pending.since is not None:
+        return pending
+    since = previous.since if previous is not None and previous.task_id == pending.task_id else None
+    return pending.model_copy(update={"since": since or now})
