@@ -9,11 +9,12 @@ out-of-process tests move the clock, inject faults and read what was received an
 
 from __future__ import annotations
 
-from .app import DEFAULT_TOKEN, SERVER_MARK, Simulator, WebhookDelivery
+from .app import DEFAULT_TOKEN, SERVER_MARK, Simulator
 from .engine import Execution
 from .faults import FaultRequest, Faults, SimulatedDrop
 from .serve import check_loopback, run, serve_app, serve_simulator
 from .specs import CrewSpec, InputSpec, TaskSpec, builtin_crews, load_crews
+from .webhooks import WebhookDelivery
 
 __all__ = [
     "DEFAULT_TOKEN",

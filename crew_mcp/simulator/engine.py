@@ -168,6 +168,12 @@ class Execution:
         out = self._next(now)
         return ("completed" if self.finished_at is not None else "resumed"), out
 
+    def due_at(self) -> float | None:
+        """The simulated time of the next transition; None while the run waits for a human or has ended."""
+        if self.state != "RUNNING":
+            return None
+        return self.task_started_at + self.task.duration * self.time_scale
+
     def _next(self, at: float) -> list[Outgoing]:
         self.index += 1
         self.attempt, self.feedback, self.spent = 1, "", 0.0
