@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -16,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .control import control
+from .durable import SimulatorStateError, SqliteStore
 from .engine import Execution
 from .faults import Faults, Shot, SimulatedDrop
 from .routes import CrewAPI, error_response, not_found
@@ -24,6 +27,8 @@ from .store import MemoryStore, Store
 from .webhooks import WebhookDelivery, WebhookSender
 
 __all__ = ["DEFAULT_TOKEN", "SERVER_MARK", "Simulator"]
+
+log = logging.getLogger("crew_mcp.simulator")
 
 SERVER_MARK = "crew_mcp.simulator.server"
 """Scope key set by :func:`serve_simulator`: a drop can then end the response without raising."""
@@ -40,8 +45,17 @@ class Simulator:
     """Simulated CrewAI AMP deployments in one ASGI app; each crew's base URL is ``{root}/{crew.name}``.
 
     ``clock="manual"`` moves only on :meth:`advance` (deterministic tests); ``clock="wall"`` follows real
-    time, advanced by a ticker the app's lifespan starts. State is also advanced on every request.
-    Webhooks are delivered by :meth:`advance` and by the ticker, never inside a crew request.
+    time, advanced by a ticker the app's lifespan starts (or :meth:`run_clock`). State is also advanced on
+    every request. Webhooks are delivered by :meth:`advance` and by the ticker, never inside a crew request.
+
+    With ``state_path`` the runs live in that SQLite file instead of in memory (see :mod:`.durable`): every
+    simulator that opens the same file, in this process or another, serves the same runs, and simulated time
+    is the wall clock since the file was created, so a run keeps going while no process is running. It needs
+    ``clock="wall"``; call :meth:`aclose` when done. Request counts, fault queues and the webhook and resume
+    logs stay per simulator.
+
+    Raises:
+        ValueError: duplicate crew names, a non-positive ``time_scale``, or ``state_path`` with a manual clock.
     """
 
     def __init__(
@@ -52,6 +66,7 @@ class Simulator:
         clock: Literal["wall", "manual"] = "wall",
         time_scale: float = 1.0,
         webhook_transport: httpx2.AsyncBaseTransport | None = None,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         specs = list(crews) if crews is not None else builtin_crews()
         self.crews: dict[str, CrewSpec] = {c.name: c for c in specs}
@@ -59,12 +74,14 @@ class Simulator:
             raise ValueError("crew names must be unique")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if state_path is not None and clock != "wall":
+            raise ValueError("a simulator with a state_path follows the wall clock; use clock='wall'")
         self.token = token
         self.clock = clock
         self.time_scale = time_scale
         self.resume_log: list[dict[str, Any]] = []
         self.app: ASGIApp = self._asgi
-        self._store: Store = MemoryStore(clock)
+        self._store: Store = MemoryStore(clock) if state_path is None else SqliteStore(state_path)
         self._webhooks = WebhookSender(webhook_transport)
         self.webhook_log: list[WebhookDelivery] = self._webhooks.log
         self._api = CrewAPI(self._store, self._webhooks, time_scale=time_scale, resume_log=self.resume_log)
@@ -76,11 +93,11 @@ class Simulator:
 
     @property
     def executions(self) -> Mapping[str, Execution]:
-        """Every run by kickoff_id, oldest first."""
+        """Every run by kickoff_id, oldest first (with a ``state_path``: a snapshot, read from the file now)."""
         return self._store.executions()
 
     def now(self) -> float:
-        """Simulated seconds since the simulator was created."""
+        """Simulated seconds since the simulator (with a ``state_path``: its file) was created."""
         return self._store.now()
 
     async def advance(self, seconds: float) -> None:
@@ -150,7 +167,10 @@ class Simulator:
     async def _ticker(self) -> None:
         while True:
             await anyio.sleep(TICK)
-            await self._tick()
+            try:
+                await self._tick()
+            except SimulatorStateError as exc:  # the host's task group must outlive a busy or broken file
+                log.warning("simulator clock: %s", exc)
             await self.flush_webhooks()
 
     # ------------------------------------------------------------------------------ ASGI
@@ -161,7 +181,11 @@ class Simulator:
             return
         if scope["type"] != "http":
             return
-        response = await self._handle(Request(scope, receive), send)
+        try:
+            response = await self._handle(Request(scope, receive), send)
+        except SimulatorStateError as exc:
+            log.warning("simulator request: %s", exc)
+            response = error_response(500, "Internal Server Error", "The simulator could not read or write its runs")
         if response is not None:
             await response(scope, receive, send)
 
