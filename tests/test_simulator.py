@@ -271,6 +271,119 @@ async def test_documented_shape() -> None:
             assert normalize_status(kid, body).state is ExecutionState.FAILED
 
 
+# ------------------------------------------------------------------------------------------------ stop
+# POST /stop/{kickoff_id} as documented in crewAIInc/crewAI PR #5208 (docs/enterprise-api.en.yaml, commit 0650d19).
+
+
+async def stop(client: httpx2.AsyncClient, crew: str, kickoff_id: str) -> httpx2.Response:
+    return await client.post(f"/{crew}/stop/{kickoff_id}")
+
+
+async def test_stop_revokes_a_running_run_for_good(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    kid = await kickoff(sim_client, "trip_planner", TRIP_INPUTS)
+    await sim.advance(2.0)
+    response = await stop(sim_client, "trip_planner", kid)
+    assert (response.status_code, response.json()) == (200, {"status": "stopped", "kickoffId": kid})
+
+    await sim.advance(100.0)  # a stopped run never moves again
+    body = await status(sim_client, "trip_planner", kid)
+    assert (body["state"], body["status"], body["result"], body["last_step"]) == (
+        "REVOKED",
+        "Execution stopped",
+        None,
+        None,
+    )
+    assert (body["progress"]["completed"], body["progress"]["duration_seconds"]) == (1, 2.0)
+    assert body["last_executed_task"]["name"] == "research_task"
+    assert normalize_status(kid, body).state is ExecutionState.CANCELLED
+
+    response = await stop(sim_client, "trip_planner", kid)
+    assert (response.status_code, response.json()) == (400, {"detail": "Cannot stop execution. Current state: REVOKED"})
+    assert sim.count("trip_planner", "POST", "/stop") == 2
+
+
+async def test_a_stopped_paused_run_cannot_be_resumed(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    kid = await kickoff(sim_client, "research", {"topic": "t"})
+    await sim.advance(4.0)
+    assert (await status(sim_client, "research", kid))["state"] == "PAUSED"
+    assert (await stop(sim_client, "research", kid)).json() == {"status": "stopped", "kickoffId": kid}
+    response = await resume(sim_client, "research", kid, "write_task", "ok", approve=True)
+    assert response.status_code == 400
+    assert response.json() == {"error": "Invalid Request", "message": "Execution is not in pending human input state"}
+    assert (await status(sim_client, "research", kid))["state"] == "REVOKED"
+
+
+async def test_stop_refuses_finished_and_unknown_runs(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    done = await kickoff(sim_client, "trip_planner", TRIP_INPUTS)
+    failed = await kickoff(sim_client, "flaky", {"topic": "t"})
+    await sim.advance(10.0)
+    for crew, kid, state in (("trip_planner", done, "SUCCESS"), ("flaky", failed, "FAILED")):
+        response = await stop(sim_client, crew, kid)
+        assert (response.status_code, response.json()) == (
+            400,
+            {"detail": f"Cannot stop execution. Current state: {state}"},
+        )
+        assert (await status(sim_client, crew, kid))["state"] == state
+
+    missing = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    for crew, kid in (("research", missing), ("research", done)):  # another crew's run is unknown here
+        response = await stop(sim_client, crew, kid)
+        assert response.status_code == 404
+        assert response.json() == {"error": "Execution not found", "message": f"No execution found with ID: {kid}"}
+    response = await sim_client.get(f"/research/stop/{done}")
+    assert (response.status_code, response.headers["allow"]) == (405, "POST")
+    assert (await sim_client.post("/research/stop")).status_code == 404  # no kickoff_id: unrouted
+
+
+async def test_stop_sends_the_crew_webhook(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    with anyio.fail_after(10):
+        async with sink() as (receiver, root):
+            hooks = {"taskWebhookUrl": f"{root}/task", "crewWebhookUrl": f"{root}/crew"}
+            kid = await kickoff(sim_client, "trip_planner", TRIP_INPUTS, meta={"m": 1}, **hooks)
+            await sim.advance(1.0)
+            await stop(sim_client, "trip_planner", kid)
+            await sim.advance(10.0)
+            assert receiver.paths() == ["/crew"]
+            crew = receiver.received[0][2]
+            assert (crew["kickoff_id"], crew["status"], crew["result"], crew["meta"]) == (
+                kid,
+                "revoked",
+                None,
+                {"m": 1},
+            )
+            assert crew["execution_time"] == 1.0
+
+
+async def test_stop_in_the_documented_shape() -> None:
+    crews = [c.model_copy(update={"shape": "documented"}) for c in builtin_crews()]
+    async with Simulator(crews, clock="manual", token=None) as sim:
+        transport = httpx2.ASGITransport(app=sim.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
+            kid = await kickoff(client, "research", {"topic": "t"})
+            await sim.advance(3.0)
+            assert (await stop(client, "research", kid)).status_code == 200
+            body = await status(client, "research", kid)
+            assert body == {"status": "revoked", "execution_time": 3.0}
+            assert normalize_status(kid, body).state is ExecutionState.CANCELLED
+
+
+@pytest.mark.parametrize(("variant", "allow"), [("404", None), ("405", "GET")])
+async def test_a_deployment_without_stop(variant: str, allow: str | None) -> None:
+    crew = CrewSpec.model_validate({"name": "old", "tasks": [{"id": "t", "agent": "A"}], "stop_endpoint": variant})
+    async with Simulator([crew], clock="manual") as sim:
+        transport = httpx2.ASGITransport(app=sim.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
+            kid = await kickoff(client, "old", {})
+            for method in ("POST", "GET"):
+                response = await client.request(method, f"/old/stop/{kid}")
+                assert response.status_code == int(variant)
+                assert response.headers.get("allow") == allow
+                assert set(response.json()) == {"error", "message"}
+            assert (await status(client, "old", kid))["state"] == "RUNNING"
+            assert sim.count("old", "POST", "/stop") == 1
+            assert (await client.post(f"/old/stop/{kid}", headers={"Authorization": "Bearer x"})).status_code == 401
+
+
 # ------------------------------------------------------------------------------------------ webhooks
 
 

@@ -82,6 +82,21 @@ async def test_a_run_started_by_one_simulator_is_followed_and_decided_by_another
         assert [r["human_feedback"] for r in b.resume_log] == ["ship it"]
 
 
+async def test_a_run_stopped_through_one_simulator_is_revoked_for_all(tmp_path: Path) -> None:
+    db = tmp_path / "simulator.db"
+    async with opened(db) as (a, client_a), opened(db) as (_, client_b):
+        kid = await kickoff(client_a, "review", {"topic": "t"})
+        await a.advance(2000)
+        response = await client_b.post(f"/review/stop/{kid}")
+        assert response.json() == {"status": "stopped", "kickoffId": kid}
+        await a.advance(5000)
+        assert (await status(client_a, "review", kid))["state"] == "REVOKED"
+        response = await resume(client_a, "review", kid, "final", "", approve=True)
+        assert response.status_code == 400
+        response = await client_a.post(f"/review/stop/{kid}")
+        assert response.json() == {"detail": "Cannot stop execution. Current state: REVOKED"}
+
+
 async def test_unknown_kickoff_ids_get_the_amp_404_bodies(tmp_path: Path) -> None:
     missing = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
     async with opened(tmp_path / "simulator.db") as (_, client):
@@ -99,6 +114,8 @@ async def test_unknown_kickoff_ids_get_the_amp_404_bodies(tmp_path: Path) -> Non
         kid = await kickoff(client, "gate", {})
         response = await client.get(f"/review/{kid}/status")
         assert (response.status_code, response.json()["message"]) == (404, NOT_FOUND_STATUS.format(kid))
+        response = await client.post(f"/review/stop/{missing}")
+        assert (response.status_code, response.json()["message"]) == (404, NOT_FOUND_STATUS.format(missing))
 
 
 async def test_a_restart_mid_run_carries_on_where_the_run_is(tmp_path: Path) -> None:

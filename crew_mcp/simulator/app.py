@@ -112,8 +112,8 @@ class Simulator:
         await self.flush_webhooks()
 
     def count(self, crew: str, method: str, route: str) -> int:
-        """How many requests ``method route`` (``"/kickoff"``, ``"/status"``, ``"/resume"``, ``"/inputs"``, ``"/"``)
-        reached ``crew``, whatever they were answered with."""
+        """How many requests ``method route`` (``"/kickoff"``, ``"/status"``, ``"/resume"``, ``"/stop"``,
+        ``"/inputs"``, ``"/"``) reached ``crew``, whatever they were answered with."""
         return self._counts[(crew, method.upper(), route)]
 
     def request_counts(self) -> dict[str, dict[str, int]]:

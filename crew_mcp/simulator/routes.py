@@ -1,4 +1,4 @@
-"""The AMP API of each simulated crew: ``GET /``, ``/inputs``, ``/kickoff``, ``/status``, ``/resume``.
+"""The AMP API of each simulated crew: ``GET /``, ``/inputs``, ``/kickoff``, ``/status``, ``/resume``, ``/stop``.
 
 :class:`CrewAPI` resolves a path under a crew to a handler; handlers answer with AMP's documented bodies,
 errors included. Runs change only inside :meth:`~.store.Store.transact`, so the same handlers serve the
@@ -34,9 +34,11 @@ _RESUMED = {
 }
 
 
-def error_response(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+def error_response(
+    status: int, error: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """AMP's error body ``{"error", "message", ...}``."""
-    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
+    return JSONResponse({"error": error, "message": message, **extra}, status_code=status, headers=headers)
 
 
 def not_found() -> JSONResponse:
@@ -115,6 +117,10 @@ class CrewAPI:
             return "/status", "GET", lambda: self._status(crew, parts[1])
         if len(parts) == 2 and parts[1] == "status" and crew.status_path in ("both", "/{kickoff_id}/status"):
             return "/status", "GET", lambda: self._status(crew, parts[0])
+        if len(parts) == 2 and parts[0] == "stop":
+            # Without the endpoint every method gets the old deployment's answer, never "use POST".
+            method = "POST" if crew.stop_endpoint == "supported" else request.method.upper()
+            return "/stop", method, lambda: self._stop(crew, parts[1])
         return None
 
     async def _run(self, op: Callable[[Session], T]) -> T:
@@ -200,3 +206,21 @@ class CrewAPI:
             return JSONResponse({"status": word, "message": _RESUMED[word]})
 
         return await self._run(decide)
+
+    async def _stop(self, crew: CrewSpec, kickoff_id: str) -> Response:
+        if crew.stop_endpoint == "404":
+            return not_found()
+        if crew.stop_endpoint == "405":
+            return error_response(405, "Method Not Allowed", "Method Not Allowed", headers={"Allow": "GET"})
+
+        def halt(s: Session) -> Response:
+            ex = _owned(s, crew, kickoff_id)
+            if ex is None:
+                return error_response(404, "Execution not found", f"No execution found with ID: {kickoff_id}")
+            if ex.state not in ("RUNNING", "PAUSED"):
+                # The documented body of this one error is FastAPI's {"detail"}, not {"error", "message"}.
+                return JSONResponse({"detail": f"Cannot stop execution. Current state: {ex.state}"}, status_code=400)
+            s.emit(ex.stop(s.now))
+            return JSONResponse({"status": "stopped", "kickoffId": kickoff_id})
+
+        return await self._run(halt)
