@@ -24,7 +24,7 @@ import httpx2
 import pytest
 from sim_support import kickoff, resume, sink, status
 
-from crew_mcp.simulator import CrewSpec, InputSpec, Simulator, SimulatorStateError, TaskSpec
+from crew_mcp.simulator import CrewSpec, InputSpec, Simulator, SimulatorStateError, TaskSpec, serve_simulator
 from crew_mcp.simulator.durable import SCHEMA_VERSION, dump, load
 from crew_mcp.simulator.engine import Execution, Hooks
 
@@ -160,6 +160,30 @@ async def test_a_run_goes_on_while_no_simulator_runs_and_missed_webhooks_are_not
                     ("crew", None, 200),
                 ]
             assert receiver.paths() == ["/task", "/crew"]
+
+
+async def test_two_served_simulators_on_one_file_deliver_each_webhook_once(tmp_path: Path) -> None:
+    db = tmp_path / "simulator.db"
+    crew = CrewSpec(name="quick", tasks=[TaskSpec(id="a", agent="A"), TaskSpec(id="b", agent="B")])
+    with anyio.fail_after(20):
+        async with sink() as (receiver, hook_root):
+            a = Simulator([crew], state_path=db, token=None, time_scale=0.001)
+            b = Simulator([crew], state_path=db, token=None)
+            async with (
+                serve_simulator(a) as root_a,  # each lifespan runs a wall-clock ticker
+                serve_simulator(b) as root_b,
+                httpx2.AsyncClient(base_url=root_a) as client_a,
+                httpx2.AsyncClient(base_url=root_b) as client_b,
+            ):
+                kid = await kickoff(
+                    client_a, "quick", {}, taskWebhookUrl=f"{hook_root}/task", crewWebhookUrl=f"{hook_root}/crew"
+                )
+                await receiver.crew_done.wait()
+                assert (await status(client_b, "quick", kid))["state"] == "SUCCESS"
+                await a.advance(0)  # deliver whatever either simulator still holds
+                await b.advance(0)
+            assert receiver.paths() == ["/task", "/task", "/crew"]
+            assert len(a.webhook_log) + len(b.webhook_log) == 3
 
 
 async def test_two_simulators_deciding_the_same_runs_at_once_apply_each_decision_once(tmp_path: Path) -> None:
