@@ -50,9 +50,10 @@ class Simulator:
 
     With ``state_path`` the runs live in that SQLite file instead of in memory (see :mod:`.durable`): every
     simulator that opens the same file, in this process or another, serves the same runs, and simulated time
-    is the wall clock since the file was created, so a run keeps going while no process is running. It needs
-    ``clock="wall"``; call :meth:`aclose` when done. Request counts, fault queues and the webhook and resume
-    logs stay per simulator.
+    is the wall clock since the file was created, so a run keeps going while no process is running (each run
+    keeps the ``time_scale`` it was started with). Webhooks that fell due before this simulator opened the file
+    are not delivered. It needs ``clock="wall"``; call :meth:`aclose` when done. Request counts, fault queues
+    and the webhook and resume logs stay per simulator.
 
     Raises:
         ValueError: duplicate crew names, a non-positive ``time_scale``, or ``state_path`` with a manual clock.
