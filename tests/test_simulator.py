@@ -6,18 +6,12 @@ Time only moves through the manual clock (``await sim.advance(s)``); every real-
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from sim_support import closed_port_url, kickoff, resume, sink, status
 
 from crew_mcp.errors import ConfigError, UsageError
 from crew_mcp.models import ExecutionState
@@ -30,34 +24,11 @@ from crew_mcp.simulator import (
     TaskSpec,
     builtin_crews,
     load_crews,
-    serve_app,
     serve_simulator,
 )
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 TRIP_INPUTS = {"budget": "1000 USD", "interests": "food", "duration": "7 days", "age": "35"}
-
-
-async def kickoff(client: httpx2.AsyncClient, crew: str, inputs: dict[str, str], **extra: Any) -> str:
-    response = await client.post(f"/{crew}/kickoff", json={"inputs": inputs, **extra})
-    assert response.status_code == 200, response.text
-    kickoff_id = response.json()["kickoff_id"]
-    assert isinstance(kickoff_id, str)
-    return kickoff_id
-
-
-async def status(client: httpx2.AsyncClient, crew: str, kickoff_id: str) -> dict[str, Any]:
-    response = await client.get(f"/{crew}/status/{kickoff_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def resume(
-    client: httpx2.AsyncClient, crew: str, kickoff_id: str, task_id: str, feedback: str, approve: bool, **extra: Any
-) -> httpx2.Response:
-    body = {"execution_id": kickoff_id, "task_id": task_id, "human_feedback": feedback, "is_approve": approve}
-    return await client.post(f"/{crew}/resume", json={**body, **extra})
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -301,41 +272,120 @@ async def test_documented_shape() -> None:
             assert normalize_status(kid, body).state is ExecutionState.FAILED
 
 
+# ------------------------------------------------------------------------------------------------ stop
+# POST /stop/{kickoff_id} as documented in crewAIInc/crewAI PR #5208 (docs/enterprise-api.en.yaml, commit 0650d19).
+
+
+async def stop(client: httpx2.AsyncClient, crew: str, kickoff_id: str) -> httpx2.Response:
+    return await client.post(f"/{crew}/stop/{kickoff_id}")
+
+
+async def test_stop_revokes_a_running_run_for_good(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    kid = await kickoff(sim_client, "trip_planner", TRIP_INPUTS)
+    await sim.advance(2.0)
+    response = await stop(sim_client, "trip_planner", kid)
+    assert (response.status_code, response.json()) == (200, {"status": "stopped", "kickoffId": kid})
+
+    await sim.advance(100.0)  # a stopped run never moves again
+    body = await status(sim_client, "trip_planner", kid)
+    assert (body["state"], body["status"], body["result"], body["last_step"]) == (
+        "REVOKED",
+        "Execution stopped",
+        None,
+        None,
+    )
+    assert (body["progress"]["completed"], body["progress"]["duration_seconds"]) == (1, 2.0)
+    assert body["last_executed_task"]["name"] == "research_task"
+    assert normalize_status(kid, body).state is ExecutionState.CANCELLED
+
+    response = await stop(sim_client, "trip_planner", kid)
+    assert (response.status_code, response.json()) == (400, {"detail": "Cannot stop execution. Current state: REVOKED"})
+    assert sim.count("trip_planner", "POST", "/stop") == 2
+
+
+async def test_a_stopped_paused_run_cannot_be_resumed(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    kid = await kickoff(sim_client, "research", {"topic": "t"})
+    await sim.advance(4.0)
+    assert (await status(sim_client, "research", kid))["state"] == "PAUSED"
+    assert (await stop(sim_client, "research", kid)).json() == {"status": "stopped", "kickoffId": kid}
+    response = await resume(sim_client, "research", kid, "write_task", "ok", approve=True)
+    assert response.status_code == 400
+    assert response.json() == {"error": "Invalid Request", "message": "Execution is not in pending human input state"}
+    assert (await status(sim_client, "research", kid))["state"] == "REVOKED"
+
+
+async def test_stop_refuses_finished_and_unknown_runs(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    done = await kickoff(sim_client, "trip_planner", TRIP_INPUTS)
+    failed = await kickoff(sim_client, "flaky", {"topic": "t"})
+    await sim.advance(10.0)
+    for crew, kid, state in (("trip_planner", done, "SUCCESS"), ("flaky", failed, "FAILED")):
+        response = await stop(sim_client, crew, kid)
+        assert (response.status_code, response.json()) == (
+            400,
+            {"detail": f"Cannot stop execution. Current state: {state}"},
+        )
+        assert (await status(sim_client, crew, kid))["state"] == state
+
+    missing = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    for crew, kid in (("research", missing), ("research", done)):  # another crew's run is unknown here
+        response = await stop(sim_client, crew, kid)
+        assert response.status_code == 404
+        assert response.json() == {"error": "Execution not found", "message": f"No execution found with ID: {kid}"}
+    response = await sim_client.get(f"/research/stop/{done}")
+    assert (response.status_code, response.headers["allow"]) == (405, "POST")
+    assert (await sim_client.post("/research/stop")).status_code == 404  # no kickoff_id: unrouted
+
+
+async def test_stop_sends_the_crew_webhook(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
+    with anyio.fail_after(10):
+        async with sink() as (receiver, root):
+            hooks = {"taskWebhookUrl": f"{root}/task", "crewWebhookUrl": f"{root}/crew"}
+            kid = await kickoff(sim_client, "trip_planner", TRIP_INPUTS, meta={"m": 1}, **hooks)
+            await sim.advance(1.0)
+            await stop(sim_client, "trip_planner", kid)
+            await sim.advance(10.0)
+            assert receiver.paths() == ["/crew"]
+            crew = receiver.received[0][2]
+            assert (crew["kickoff_id"], crew["status"], crew["result"], crew["meta"]) == (
+                kid,
+                "revoked",
+                None,
+                {"m": 1},
+            )
+            assert crew["execution_time"] == 1.0
+
+
+async def test_stop_in_the_documented_shape() -> None:
+    crews = [c.model_copy(update={"shape": "documented"}) for c in builtin_crews()]
+    async with Simulator(crews, clock="manual", token=None) as sim:
+        transport = httpx2.ASGITransport(app=sim.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
+            kid = await kickoff(client, "research", {"topic": "t"})
+            await sim.advance(3.0)
+            assert (await stop(client, "research", kid)).status_code == 200
+            body = await status(client, "research", kid)
+            assert body == {"status": "revoked", "execution_time": 3.0}
+            assert normalize_status(kid, body).state is ExecutionState.CANCELLED
+
+
+@pytest.mark.parametrize(("variant", "allow"), [("404", None), ("405", "GET")])
+async def test_a_deployment_without_stop(variant: str, allow: str | None) -> None:
+    crew = CrewSpec.model_validate({"name": "old", "tasks": [{"id": "t", "agent": "A"}], "stop_endpoint": variant})
+    async with Simulator([crew], clock="manual") as sim:
+        transport = httpx2.ASGITransport(app=sim.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
+            kid = await kickoff(client, "old", {})
+            for method in ("POST", "GET"):
+                response = await client.request(method, f"/old/stop/{kid}")
+                assert response.status_code == int(variant)
+                assert response.headers.get("allow") == allow
+                assert set(response.json()) == {"error", "message"}
+            assert (await status(client, "old", kid))["state"] == "RUNNING"
+            assert sim.count("old", "POST", "/stop") == 1
+            assert (await client.post(f"/old/stop/{kid}", headers={"Authorization": "Bearer x"})).status_code == 401
+
+
 # ------------------------------------------------------------------------------------------ webhooks
-
-
-class Sink:
-    """A webhook receiver: records ``(path, authorization header, JSON body)``; paths with "fail" answer 500."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str | None, dict[str, Any]]] = []
-        self.crew_done = anyio.Event()
-        self.app = Starlette(routes=[Route("/{path:path}", self.hook, methods=["POST"])])
-
-    async def hook(self, request: Request) -> JSONResponse:
-        self.received.append((request.url.path, request.headers.get("authorization"), await request.json()))
-        if request.url.path == "/crew":
-            self.crew_done.set()
-        return JSONResponse({"ok": True}, status_code=500 if "fail" in request.url.path else 200)
-
-    def paths(self) -> list[str]:
-        return [path for path, _, _ in self.received]
-
-
-@asynccontextmanager
-async def sink() -> AsyncIterator[tuple[Sink, str]]:
-    receiver = Sink()
-    async with serve_app(receiver.app) as root:
-        yield receiver, root
-
-
-def closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
 
 
 async def test_webhooks_delivered_and_dropped_after_resume(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:

@@ -20,7 +20,7 @@ from openapi_schema_validator import OAS30Validator
 
 from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, builtin_crews
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "contracts"
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 UNKNOWN_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 TRIP_INPUTS = {"budget": "1000 USD", "interests": "food", "duration": "7 days", "age": "35"}

@@ -1,34 +1,32 @@
-"""The :class:`Simulator`: an AMP-compatible ASGI app with a control API under ``/_sim/``."""
+"""The :class:`Simulator`: one ASGI app serving every simulated crew, its faults and the control API."""
 
 from __future__ import annotations
 
-import base64
 import hmac
-import json
 import logging
-import time
-import uuid
+import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal
 
 import anyio
 import httpx2
-from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..models import KickoffRequest, ResumeRequest
-from .engine import Execution, Hooks, Outgoing
-from .faults import FaultRequest, Faults, Shot, SimulatedDrop
+from .control import control
+from .durable import SimulatorStateError, SqliteStore
+from .engine import Execution
+from .faults import Faults, Shot, SimulatedDrop
+from .routes import CrewAPI, error_response, not_found
 from .specs import CrewSpec, builtin_crews
+from .store import MemoryStore, Store
+from .webhooks import WebhookDelivery, WebhookSender
 
-__all__ = ["DEFAULT_TOKEN", "SERVER_MARK", "Simulator", "WebhookDelivery"]
+__all__ = ["DEFAULT_TOKEN", "SERVER_MARK", "Simulator"]
 
 log = logging.getLogger("crew_mcp.simulator")
 
@@ -37,44 +35,28 @@ SERVER_MARK = "crew_mcp.simulator.server"
 
 DEFAULT_TOKEN = "sim-token"  # noqa: S105 - the well-known token of a local test double, not a secret
 TICK = 0.05
-Handler = Callable[[], Awaitable[Response]]
 
 
-@dataclass(frozen=True)
-class WebhookDelivery:
-    """One webhook delivery attempt: where, what, and how it went (``status_code`` None on a transport error)."""
-
-    url: str
-    kind: str
-    payload: dict[str, Any]
-    status_code: int | None
-    error: str | None = None
-
-
-def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
-
-
-def _not_found() -> JSONResponse:
-    return _error(404, "Not Found", "The requested resource was not found")
-
-
-def _bad(message: str) -> JSONResponse:
-    return _error(400, "Invalid Request", message)
-
-
-def _first_error(exc: ValidationError) -> str:
-    e = exc.errors()[0]
-    where = ".".join(str(p) for p in e["loc"]) or "body"
-    return f"Invalid request body: {where}: {e['msg']}"
+def _unauthorized() -> JSONResponse:
+    return error_response(401, "Unauthorized", "Invalid or missing bearer token")
 
 
 class Simulator:
     """Simulated CrewAI AMP deployments in one ASGI app; each crew's base URL is ``{root}/{crew.name}``.
 
     ``clock="manual"`` moves only on :meth:`advance` (deterministic tests); ``clock="wall"`` follows real
-    time, advanced by a ticker the app's lifespan starts. State is also advanced on every request.
-    Webhooks are delivered by :meth:`advance` and by the ticker, never inside a crew request.
+    time, advanced by a ticker the app's lifespan starts (or :meth:`run_clock`). State is also advanced on
+    every request. Webhooks are delivered by :meth:`advance` and by the ticker, never inside a crew request.
+
+    With ``state_path`` the runs live in that SQLite file instead of in memory (see :mod:`.durable`): every
+    simulator that opens the same file, in this process or another, serves the same runs, and simulated time
+    is the wall clock since the file was created, so a run keeps going while no process is running (each run
+    keeps the ``time_scale`` it was started with). Webhooks that fell due before this simulator opened the file
+    are not delivered. It needs ``clock="wall"``; call :meth:`aclose` when done. Request counts, fault queues
+    and the webhook and resume logs stay per simulator.
+
+    Raises:
+        ValueError: duplicate crew names, a non-positive ``time_scale``, or ``state_path`` with a manual clock.
     """
 
     def __init__(
@@ -85,6 +67,7 @@ class Simulator:
         clock: Literal["wall", "manual"] = "wall",
         time_scale: float = 1.0,
         webhook_transport: httpx2.AsyncBaseTransport | None = None,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         specs = list(crews) if crews is not None else builtin_crews()
         self.crews: dict[str, CrewSpec] = {c.name: c for c in specs}
@@ -92,31 +75,31 @@ class Simulator:
             raise ValueError("crew names must be unique")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if state_path is not None and clock != "wall":
+            raise ValueError("a simulator with a state_path follows the wall clock; use clock='wall'")
         self.token = token
         self.clock = clock
         self.time_scale = time_scale
-        self.webhook_log: list[WebhookDelivery] = []
         self.resume_log: list[dict[str, Any]] = []
-        self.executions: dict[str, Execution] = {}
         self.app: ASGIApp = self._asgi
+        self._store: Store = MemoryStore(clock) if state_path is None else SqliteStore(state_path)
+        self._webhooks = WebhookSender(webhook_transport)
+        self.webhook_log: list[WebhookDelivery] = self._webhooks.log
+        self._api = CrewAPI(self._store, self._webhooks, time_scale=time_scale, resume_log=self.resume_log)
         self._faults = {name: Faults() for name in self.crews}
         self._counts: Counter[tuple[str, str, str]] = Counter()
-        self._offset = 0.0
-        self._t0 = time.monotonic()
-        self._epoch = datetime.now(UTC)
-        self._outbox: list[Outgoing] = []
-        self._webhook_transport = webhook_transport
-        self._http: httpx2.AsyncClient | None = None
-        self._flush_lock: anyio.Lock | None = None
         self._hangs: set[anyio.CancelScope] = set()
 
     # ------------------------------------------------------------------------------ public API
 
+    @property
+    def executions(self) -> Mapping[str, Execution]:
+        """Every run by kickoff_id, oldest first (with a ``state_path``: a snapshot, read from the file now)."""
+        return self._store.executions()
+
     def now(self) -> float:
-        """Simulated seconds since the simulator was created."""
-        if self.clock == "manual":
-            return self._offset
-        return time.monotonic() - self._t0 + self._offset
+        """Simulated seconds since the simulator (with a ``state_path``: its file) was created."""
+        return self._store.now()
 
     async def advance(self, seconds: float) -> None:
         """Move the clock by ``seconds``, run every transition due, and deliver the webhooks they caused.
@@ -125,14 +108,21 @@ class Simulator:
         """
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
-        self._offset += seconds
-        self._tick()
+        await self._store.advance_clock(seconds)
+        await self._tick()
         await self.flush_webhooks()
 
     def count(self, crew: str, method: str, route: str) -> int:
-        """How many requests ``method route`` (``"/kickoff"``, ``"/status"``, ``"/resume"``, ``"/inputs"``, ``"/"``)
-        reached ``crew``, whatever they were answered with."""
+        """How many requests ``method route`` (``"/kickoff"``, ``"/status"``, ``"/resume"``, ``"/stop"``,
+        ``"/inputs"``, ``"/"``) reached ``crew``, whatever they were answered with."""
         return self._counts[(crew, method.upper(), route)]
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        """Every count as ``{crew: {"METHOD /route": n}}``."""
+        counts: dict[str, dict[str, int]] = {}
+        for (crew, method, route), n in sorted(self._counts.items()):
+            counts.setdefault(crew, {})[f"{method} {route}"] = n
+        return counts
 
     def faults(self, crew: str) -> Faults:
         """The fault injector of ``crew`` (KeyError for an unknown crew)."""
@@ -140,25 +130,17 @@ class Simulator:
 
     def kickoff_ids(self, crew: str) -> list[str]:
         """The executions created for ``crew``, oldest first."""
-        return [e.id for e in self.executions.values() if e.crew.name == crew]
+        return self._store.kickoff_ids(crew)
 
     async def flush_webhooks(self) -> None:
         """Deliver every queued webhook, oldest first; failures are logged and recorded, never raised."""
-        if self._flush_lock is None:
-            self._flush_lock = anyio.Lock()
-        async with self._flush_lock:
-            while self._outbox:
-                batch = sorted(self._outbox, key=lambda o: o.at)
-                self._outbox.clear()
-                for item in batch:
-                    await self._deliver(item)
+        await self._webhooks.flush()
 
     async def aclose(self) -> None:
         """End held responses and close the webhook client; the simulator can still serve afterwards."""
         self.cancel_hangs()
-        if self._http is not None:
-            client, self._http = self._http, None
-            await client.aclose()
+        await self._webhooks.aclose()
+        await self._store.aclose()
 
     def cancel_hangs(self) -> None:
         """End every response held by a ``delay_next`` fault now."""
@@ -173,44 +155,24 @@ class Simulator:
     ) -> None:
         await self.aclose()
 
-    # ------------------------------------------------------------------------------ time and webhooks
-
-    def _tick(self) -> None:
-        now = self.now()
-        for ex in self.executions.values():
-            if ex.state == "RUNNING":
-                self._outbox.extend(ex.advance(now))
-
     async def run_clock(self) -> None:
         """Drive a wall-clock simulator from a host's task group when no ASGI lifespan runs (in-process use)."""
         if self.clock == "wall":
             await self._ticker()
 
+    # ------------------------------------------------------------------------------ time
+
+    async def _tick(self) -> None:
+        self._webhooks.queue(await self._store.tick())
+
     async def _ticker(self) -> None:
         while True:
             await anyio.sleep(TICK)
-            self._tick()
+            try:
+                await self._tick()
+            except SimulatorStateError as exc:  # the host's task group must outlive a busy or broken file
+                log.warning("simulator clock: %s", exc)
             await self.flush_webhooks()
-
-    async def _deliver(self, item: Outgoing) -> None:
-        if self._http is None:
-            self._http = httpx2.AsyncClient(transport=self._webhook_transport, timeout=httpx2.Timeout(5.0))
-        headers: dict[str, str] = {}
-        auth = item.auth or {}
-        if auth.get("strategy") == "bearer" and auth.get("token"):
-            headers["Authorization"] = f"Bearer {auth['token']}"
-        elif auth.get("strategy") == "basic":
-            raw = f"{auth.get('username', '')}:{auth.get('password', '')}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-        try:
-            response = await self._http.post(item.url, json=item.payload, headers=headers)
-        except Exception as exc:  # a webhook failure must never take the simulator down
-            log.warning("webhook %s to %s failed: %s", item.kind, item.url, exc)
-            self.webhook_log.append(WebhookDelivery(item.url, item.kind, item.payload, None, f"{type(exc).__name__}"))
-            return
-        if response.status_code >= 400:
-            log.warning("webhook %s to %s answered HTTP %s", item.kind, item.url, response.status_code)
-        self.webhook_log.append(WebhookDelivery(item.url, item.kind, item.payload, response.status_code))
 
     # ------------------------------------------------------------------------------ ASGI
 
@@ -220,7 +182,11 @@ class Simulator:
             return
         if scope["type"] != "http":
             return
-        response = await self._handle(Request(scope, receive), send)
+        try:
+            response = await self._handle(Request(scope, receive), send)
+        except SimulatorStateError as exc:
+            log.warning("simulator request: %s", exc)
+            response = error_response(500, "Internal Server Error", "The simulator could not read or write its runs")
         if response is not None:
             await response(scope, receive, send)
 
@@ -241,32 +207,16 @@ class Simulator:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
 
-    def _route(self, crew: CrewSpec, request: Request, parts: list[str]) -> tuple[str, str, Handler] | None:
-        """(route, allowed method, handler) for a path under a crew, or None when unrouted."""
-        if not parts:
-            return "/", "GET", self._health
-        if parts == ["inputs"]:
-            return "/inputs", "GET", lambda: self._inputs(crew)
-        if parts == ["kickoff"]:
-            return "/kickoff", "POST", lambda: self._kickoff(crew, request)
-        if parts == ["resume"]:
-            return "/resume", "POST", lambda: self._resume(crew, request)
-        if len(parts) == 2 and parts[0] == "status" and crew.status_path in ("both", "/status/{kickoff_id}"):
-            return "/status", "GET", lambda: self._status(crew, parts[1])
-        if len(parts) == 2 and parts[1] == "status" and crew.status_path in ("both", "/{kickoff_id}/status"):
-            return "/status", "GET", lambda: self._status(crew, parts[0])
-        return None
-
     async def _handle(self, request: Request, send: Send) -> Response | None:
         parts = [p for p in request.url.path.split("/") if p]
         if parts and parts[0] == "_sim":
             if not self._authorized(request):
-                return _error(401, "Unauthorized", "Invalid or missing bearer token")
-            return await self._control(request, parts[1:])
+                return _unauthorized()
+            return await control(self, request, parts[1:])
         crew = self.crews.get(parts[0]) if parts else None
-        found = self._route(crew, request, parts[1:]) if crew else None
+        found = self._api.route(crew, request, parts[1:]) if crew else None
         if crew is None or found is None:
-            return _not_found()
+            return not_found()
         route, method, handler = found
         self._counts[(crew.name, request.method.upper(), route)] += 1
         faults = self._faults[crew.name]
@@ -275,20 +225,22 @@ class Simulator:
         shot = faults.pop()
         if shot is not None and not shot.after_processing:
             if shot.kind != "delay":
-                return await self._apply(shot, request, send, _not_found())
+                return await self._apply(shot, request, send, not_found())
             await self._hold(shot.seconds)
             shot = None
         if not self._authorized(request):
-            response: Response = _error(401, "Unauthorized", "Invalid or missing bearer token")
+            response: Response = _unauthorized()
         elif request.method.upper() != method and not (method == "GET" and request.method.upper() == "HEAD"):
-            response = _error(405, "Method Not Allowed", f"Use {method} for {route}")
+            response = error_response(405, "Method Not Allowed", f"Use {method} for {route}")
             response.headers["Allow"] = method
         else:
-            self._tick()
+            await self._tick()
             response = await handler()
         if shot is not None:
             return await self._apply(shot, request, send, response)
         return response
+
+    # ------------------------------------------------------------------------------ faults
 
     async def _hold(self, seconds: float) -> None:
         with anyio.CancelScope() as scope:
@@ -320,139 +272,3 @@ class Simulator:
         body = shot.body if shot.body is not None else {"error": phrase, "message": "Simulated failure"}
         headers = {"Retry-After": f"{shot.retry_after:g}"} if shot.retry_after is not None else None
         return JSONResponse(body, status_code=shot.status, headers=headers)
-
-    # ------------------------------------------------------------------------------ crew routes
-
-    async def _health(self) -> Response:
-        return PlainTextResponse("Healthy")
-
-    async def _inputs(self, crew: CrewSpec) -> Response:
-        return JSONResponse({"inputs": [i.name for i in crew.inputs]})
-
-    async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
-        try:
-            value = json.loads(await request.body() or b"null")
-        except ValueError:
-            return _bad("Request body is not valid JSON")
-        if not isinstance(value, dict):
-            return _bad("Request body must be a JSON object")
-        return value
-
-    @staticmethod
-    def _hooks(model: KickoffRequest | ResumeRequest) -> Hooks | JSONResponse:
-        hooks = Hooks(model.task_webhook_url, model.step_webhook_url, model.crew_webhook_url)
-        human = (model.model_extra or {}).get("humanInputWebhook")
-        if human is not None:
-            if not isinstance(human, dict) or not isinstance(human.get("url"), str):
-                return _bad("humanInputWebhook must be an object with a url")
-            auth = human.get("authentication")
-            if auth is not None and not isinstance(auth, dict):
-                return _bad("humanInputWebhook.authentication must be an object")
-            hooks.human_input, hooks.human_input_auth = human["url"], auth
-        return hooks
-
-    async def _kickoff(self, crew: CrewSpec, request: Request) -> Response:
-        body = await self._body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            req = KickoffRequest.model_validate(body)
-        except ValidationError as exc:
-            return _bad(_first_error(exc))
-        missing = [i.name for i in crew.inputs if i.required and i.name not in req.inputs]
-        if missing:
-            details = {"missing_inputs": missing}
-            return _error(422, "Validation Error", "Missing required inputs", details=details)
-        hooks = self._hooks(req)
-        if isinstance(hooks, JSONResponse):
-            return hooks
-        now = self.now()
-        ex = Execution(
-            id=str(uuid.uuid4()),
-            crew=crew,
-            inputs=dict(req.inputs),
-            meta=dict(req.meta or {}),
-            hooks=hooks,
-            created_at=now,
-            epoch=self._epoch,
-            time_scale=self.time_scale,
-        )
-        self.executions[ex.id] = ex
-        self._outbox.extend(ex.start())
-        self._outbox.extend(ex.advance(now))
-        return JSONResponse({"kickoff_id": ex.id})
-
-    def _find(self, crew: CrewSpec, kickoff_id: str) -> Execution | None:
-        ex = self.executions.get(kickoff_id)
-        return ex if ex is not None and ex.crew.name == crew.name else None
-
-    async def _status(self, crew: CrewSpec, kickoff_id: str) -> Response:
-        ex = self._find(crew, kickoff_id)
-        if ex is None:
-            return _error(404, "Execution not found", f"No execution found with ID: {kickoff_id}")
-        now = self.now()
-        return JSONResponse(ex.taskstatus(now) if crew.shape == "taskstatus" else ex.documented(now))
-
-    async def _resume(self, crew: CrewSpec, request: Request) -> Response:
-        body = await self._body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        self.resume_log.append(body)
-        try:
-            req = ResumeRequest.model_validate(body)
-        except ValidationError as exc:
-            return _bad(_first_error(exc))
-        ex = self._find(crew, req.kickoff_id)
-        if ex is None:
-            return _error(404, "Not Found", "Execution ID not found")
-        if ex.state != "PAUSED":
-            return _bad("Execution is not in pending human input state")
-        if req.task_id != ex.task.id:
-            return _error(404, "Not Found", f"Task ID not found: {req.task_id}")
-        hooks = self._hooks(req)
-        if isinstance(hooks, JSONResponse):
-            return hooks
-        word, out = ex.resume(self.now(), feedback=req.human_feedback, approve=req.is_approve, hooks=hooks)
-        self._outbox.extend(out)
-        messages = {
-            "resumed": "Execution resumed successfully",
-            "retrying": "Task will be retried with your feedback",
-            "completed": "Execution completed",
-        }
-        return JSONResponse({"status": word, "message": messages[word]})
-
-    # ------------------------------------------------------------------------------ control API
-
-    async def _control(self, request: Request, parts: list[str]) -> Response:
-        method = request.method.upper()
-        if method == "POST" and parts == ["advance"]:
-            body = await self._body(request)
-            if isinstance(body, JSONResponse):
-                return body
-            seconds = body.get("seconds", 0)
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-                return _bad("seconds must be a number >= 0")
-            await self.advance(float(seconds))
-            return JSONResponse({"now": self.now()})
-        if method == "GET" and parts == ["counts"]:
-            counts: dict[str, dict[str, int]] = {}
-            for (crew, m, route), n in sorted(self._counts.items()):
-                counts.setdefault(crew, {})[f"{m} {route}"] = n
-            kickoffs = {name: self.kickoff_ids(name) for name in self.crews}
-            return JSONResponse({"counts": counts, "executions": kickoffs})
-        if method == "POST" and len(parts) == 2 and parts[0] == "faults":
-            if parts[1] not in self._faults:
-                return _error(404, "Not Found", f"No crew named {parts[1]!r}")
-            body = await self._body(request)
-            if isinstance(body, JSONResponse):
-                return body
-            try:
-                FaultRequest.model_validate(body).apply(self._faults[parts[1]])
-            except ValidationError as exc:
-                return _bad(_first_error(exc))
-            return JSONResponse({"ok": True, "queued": len(self._faults[parts[1]].queue)})
-        if method == "GET" and parts == ["webhooks"]:
-            return JSONResponse({"webhooks": [asdict(d) for d in self.webhook_log]})
-        if method == "GET" and parts == ["resumes"]:
-            return JSONResponse({"resumes": self.resume_log})
-        return _not_found()

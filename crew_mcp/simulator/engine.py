@@ -17,7 +17,7 @@ from .specs import CrewSpec, TaskSpec
 
 __all__ = ["Execution", "Hooks", "Outgoing", "TaskResult"]
 
-State = Literal["RUNNING", "PAUSED", "SUCCESS", "FAILED"]
+State = Literal["RUNNING", "PAUSED", "SUCCESS", "FAILED", "REVOKED"]
 
 
 @dataclass
@@ -168,6 +168,17 @@ class Execution:
         out = self._next(now)
         return ("completed" if self.finished_at is not None else "resumed"), out
 
+    def stop(self, now: float) -> list[Outgoing]:
+        """Revoke a running or paused run (``POST /stop``): it ends now and its crew webhook says so."""
+        self.state, self.finished_at, self.updated_at, self.pending_output = "REVOKED", now, now, None
+        return self._crew_done(now)
+
+    def due_at(self) -> float | None:
+        """The simulated time of the next transition; None while the run waits for a human or has ended."""
+        if self.state != "RUNNING":
+            return None
+        return self.task_started_at + self.task.duration * self.time_scale
+
     def _next(self, at: float) -> list[Outgoing]:
         self.index += 1
         self.attempt, self.feedback, self.spent = 1, "", 0.0
@@ -214,8 +225,9 @@ class Execution:
     def _crew_done(self, at: float) -> list[Outgoing]:
         if not self.hooks.crew:
             return []
+        words = {"SUCCESS": "completed", "REVOKED": "revoked"}
         body = self._payload(
-            status="completed" if self.state == "SUCCESS" else "failed",
+            status=words.get(self.state, "failed"),
             result=self.result() if self.state == "SUCCESS" else None,
             result_json=_json(self.final_text()) if self.state == "SUCCESS" else None,
             token_usage=self.usage(),
@@ -267,6 +279,7 @@ class Execution:
             "PAUSED": "Pending Human Input",
             "SUCCESS": None,
             "FAILED": self.error,
+            "REVOKED": "Execution stopped",
         }[self.state]
         final = self.final_text() if self.state == "SUCCESS" else None
         return {
@@ -297,6 +310,9 @@ class Execution:
             return {"status": "completed", "result": self.result(), "execution_time": self.execution_time(now)}
         if self.state == "FAILED":
             return {"status": "error", "error": self.error or "failed", "execution_time": self.execution_time(now)}
+        if self.state == "REVOKED":
+            # The OpenAPI has no stopped shape: the live state's word, keyed by status like the documented ones.
+            return {"status": "revoked", "execution_time": self.execution_time(now)}
         completed = min(self.index, len(self.crew.tasks))
         return {
             "status": "running",

@@ -57,7 +57,12 @@ class TaskSpec(_Spec):
 
 
 class CrewSpec(_Spec):
-    """One simulated AMP deployment, mounted at ``/{name}``."""
+    """One simulated AMP deployment, mounted at ``/{name}``.
+
+    ``shape`` picks the status body (the live ``TaskStatus`` or the OpenAPI's documented shapes) and
+    ``status_path`` the status route(s). ``stop_endpoint`` is ``"supported"`` for ``POST /stop/{kickoff_id}``,
+    or ``"404"``/``"405"`` for an older deployment without it (any method answers that status).
+    """
 
     name: str
     description: str = ""
@@ -65,6 +70,7 @@ class CrewSpec(_Spec):
     tasks: list[TaskSpec]
     shape: Literal["documented", "taskstatus"] = "taskstatus"
     status_path: Literal["both", "/status/{kickoff_id}", "/{kickoff_id}/status"] = "both"
+    stop_endpoint: Literal["supported", "404", "405"] = "supported"
 
     @field_validator("name")
     @classmethod
