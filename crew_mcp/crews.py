@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, cast, get_args
 
 import anyio
@@ -66,9 +67,10 @@ class Crew:
 class CrewRegistry:
     """The crews crew-mcp serves, by name (and the embedded simulator behind them, if any)."""
 
-    def __init__(self, crews: list[Crew], *, simulator: Simulator | None = None) -> None:
+    def __init__(self, crews: list[Crew], *, simulator: Simulator | None = None, owns_simulator: bool = False) -> None:
         self.crews = {c.name: c for c in crews}
         self.simulator = simulator
+        self._owns_simulator = owns_simulator
 
     @property
     def simulated(self) -> bool:
@@ -94,9 +96,11 @@ class CrewRegistry:
         return ", ".join(sorted(self.crews)) or "(none)"
 
     async def aclose(self) -> None:
-        """Close every crew's connection pool."""
+        """Close every crew's connection pool (and the embedded simulator's state file)."""
         for crew in self.crews.values():
             await crew.client.aclose()
+        if self.simulator is not None and self._owns_simulator:
+            await self.simulator.aclose()
 
 
 def build_registry(
@@ -104,20 +108,25 @@ def build_registry(
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
     simulator: Simulator | None = None,
+    simulator_state: Path | None = None,
 ) -> CrewRegistry:
     """The crews of ``settings``; with none configured, the embedded simulator's (``simulator`` or a new one).
 
     ``transport`` replaces the network for every crew (tests; the embedded simulator uses its ASGI app).
+    ``simulator_state`` is the file a new embedded simulator keeps its runs in, so they go on across processes
+    as they would on AMP (clients that start a server per call); None keeps them in memory.
     """
     if settings.crews and simulator is None:
         return CrewRegistry([Crew(c, crew_client(c, transport)) for c in settings.crews])
+    owned = simulator is None
     if simulator is None:
         from .simulator import Simulator
 
-        simulator = Simulator(time_scale=settings.simulator_time_scale)
+        simulator = Simulator(time_scale=settings.simulator_time_scale, state_path=simulator_state)
     transport = transport or httpx2.ASGITransport(app=simulator.app)
     configs = settings.crews or simulator_crews(simulator)
-    return CrewRegistry([Crew(c, crew_client(c, transport)) for c in configs], simulator=simulator)
+    crews = [Crew(c, crew_client(c, transport)) for c in configs]
+    return CrewRegistry(crews, simulator=simulator, owns_simulator=owned)
 
 
 def crew_client(conf: CrewConfig, transport: httpx2.AsyncBaseTransport | None = None) -> CrewClient:

@@ -25,7 +25,7 @@ from .crews import Crew, CrewRegistry, build_registry
 from .identity import Caller
 from .inputs import InputInfo, validate_inputs
 from .kickoff import Launcher
-from .ledger import Ledger, RunRecord, default_ledger_url, open_ledger, run_retention
+from .ledger import Ledger, RunRecord, default_ledger_url, open_ledger, run_retention, sqlite_path
 from .runs import OnChange, RunTracker, live
 from .settings import Settings
 from .views import (
@@ -241,8 +241,10 @@ async def open_service(
         poll_initial: the poll loop's first interval.
     """
     clock = clock or SystemClock()
-    registry = build_registry(settings, transport=transport, simulator=simulator)
-    store = ledger or open_ledger(settings.ledger_url or default_ledger_url())
+    url = settings.ledger_url or default_ledger_url()
+    state = sqlite_path(url).parent / "simulator.db" if ledger is None and url.startswith("sqlite:") else None
+    registry = build_registry(settings, transport=transport, simulator=simulator, simulator_state=state)
+    store = ledger or open_ledger(url)
     service = CrewService(
         settings,
         registry,
