@@ -23,7 +23,7 @@ from .views import ApprovalList, ApprovalView, Guidance, ResumeView, RunView, ex
 
 __all__ = ["REFRESH_RUNNING", "Approvals"]
 
-log = logging.getLogger("crew_mcp.approvals")
+logger = logging.getLogger(__name__)
 
 REFRESH_RUNNING = 20
 """How many running runs listing approvals re-reads upstream first, so pauses since the last read show up."""
@@ -183,9 +183,9 @@ class Approvals:
                 record.kickoff_id, system, approve=False, feedback=feedback, task_id=pending.task_id
             )
         except (e.UsageError, e.UpstreamError) as exc:
-            log.warning("could not reject the expired approval of run %s: %s", record.kickoff_id, exc)
+            logger.warning("could not reject the expired approval of run %s: %s", record.kickoff_id, exc)
             return None
-        log.info("rejected the expired approval of run %s (task %s)", record.kickoff_id, pending.task_id)
+        logger.info("rejected the expired approval of run %s (task %s)", record.kickoff_id, pending.task_id)
         view.run.message = feedback
         return view
 
@@ -198,7 +198,7 @@ class Approvals:
             try:
                 await self.tracker.refresh(record)
             except Exception as exc:  # one bad run must not hide the others' approvals
-                log.info("could not refresh %s: %s", record.kickoff_id, exc)
+                logger.info("could not refresh %s: %s", record.kickoff_id, exc)
 
         async with anyio.create_task_group() as tg:
             for record in running:

@@ -34,9 +34,6 @@ class CLIError(Exception):
         self.code = code
 
 
-# ------------------------------------------------------------------------------------------------ parser
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crew-mcp",
@@ -99,9 +96,6 @@ def _parser() -> argparse.ArgumentParser:
         "doctor", help="check the configuration, each crew's token, health and inputs, and the ledger", parents=[out]
     )
     return p
-
-
-# ------------------------------------------------------------------------------------------------ helpers
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -187,9 +181,6 @@ def _human(svc: CrewService, conversation_id: str = "cli") -> Caller:
     from .identity import Caller, default_owner
 
     return Caller(owner=default_owner(svc.settings.owner), conversation_id=conversation_id, by="human", via="cli")
-
-
-# ----------------------------------------------------------------------------------------------- commands
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ __all__ = [
     "validate_kickoff_id",
 ]
 
-logger = logging.getLogger("crew_mcp.client")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +187,6 @@ class CrewClient:
         """The status path template this crew answered 200 on (auto mode), or the configured one."""
         return self._mode if self._mode != "auto" else self._learned
 
-    # ------------------------------------------------------------------------------------------ the API
-
     async def inputs(self) -> list[str]:
         """The crew's required input names (``GET /inputs``).
 
@@ -289,8 +287,6 @@ class CrewClient:
         if not text or text.startswith("<") or "html" in response.headers.get("content-type", ""):
             raise self._bodies.invalid(response, "GET", "/", "is not a health answer (is the base URL the crew's URL?)")
         return text
-
-    # ---------------------------------------------------------------------------------------- internals
 
     async def _probe_status(self, kickoff_id: str, deadline: float) -> ExecutionStatus:
         """Auto mode's first status call: try each path once, remember the first that answers 200."""

@@ -24,7 +24,7 @@ from .models import WebhookUrls
 
 __all__ = ["Launch", "Launcher"]
 
-log = logging.getLogger("crew_mcp.kickoff")
+logger = logging.getLogger(__name__)
 
 CONFIRM_ATTEMPTS = 2
 """How many times the kickoff_id of a started run is offered to the ledger before giving up on recording it."""
@@ -73,7 +73,7 @@ class Launcher:
                 await self.ledger.mark_failed(record.request_id, str(failure))
                 raise failure from None
             launch = await self._confirm(record, result.kickoff_id)
-        log.info("kicked off %s on crew %s (request %s)", result.kickoff_id, crew.name, record.request_id)
+        logger.info("kicked off %s on crew %s (request %s)", result.kickoff_id, crew.name, record.request_id)
         return launch
 
     def _new_record(self, crew: Crew, inputs: dict[str, str], caller: Caller) -> RunRecord:
@@ -105,7 +105,7 @@ class Launcher:
                 with attempt:
                     return Launch(await self.ledger.confirm(record.request_id, kickoff_id))
         except e.LedgerError as exc:
-            log.error("run %s started but could not be recorded: %s", kickoff_id, exc)
+            logger.error("run %s started but could not be recorded: %s", kickoff_id, exc)
             confirmed = record.model_copy(update={"kickoff_id": kickoff_id, "state": RecordState.RUNNING})
             return Launch(confirmed, ledger_problem=str(exc))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -36,9 +36,6 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-# ---------------------------------------------------------------------------------------------- requests
-
-
 class WebhookUrls(_Wire):
     """The three webhook URLs AMP accepts at kickoff and (again, because AMP drops them) at resume."""
 
@@ -73,9 +70,6 @@ class ResumeRequest(_Wire):
     crew_webhook_url: str | None = Field(default=None, alias="crewWebhookUrl")
 
 
-# --------------------------------------------------------------------------------------------- responses
-
-
 class InputsResponse(_Wire):
     """Body of ``GET /inputs``: input names. Some deployments answer with a dict; its keys are the names."""
 
@@ -108,9 +102,6 @@ class ErrorBody(_Wire):
     error: str | None = None
     message: str | None = None
     details: dict[str, Any] | None = None
-
-
-# ------------------------------------------------------------------------------------- normalized status
 
 
 class ExecutionState(StrEnum):

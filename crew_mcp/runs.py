@@ -25,7 +25,7 @@ from .watch import POLL_INITIAL, Observation, OnUpdate, StatusHub
 
 __all__ = ["FINISHED_CACHE", "RESAVE_AFTER", "OnChange", "RunTracker", "live", "shown"]
 
-log = logging.getLogger("crew_mcp.runs")
+logger = logging.getLogger(__name__)
 
 OnChange = Callable[[str], Awaitable[None]]
 """Told the kickoff_id of a run whose state, progress or pending task changed (subscriptions)."""

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CrewService", "open_service"]
 
-log = logging.getLogger("crew_mcp.service")
+logger = logging.getLogger(__name__)
 
 
 class CrewService:
@@ -145,7 +145,7 @@ class CrewService:
         try:
             return await self._observe(record, wait_seconds, on_update)
         except Exception as exc:  # the run exists: whatever failed while waiting, hand over its kickoff_id
-            log.warning("run %s started, but reading its status failed: %s", record.kickoff_id, exc)
+            logger.warning("run %s started, but reading its status failed: %s", record.kickoff_id, exc)
             view = RunView.of(record, guidance=self.guidance)
             view.message = f"The run started, but reading its status failed: {exc}"
             view.next_step = (

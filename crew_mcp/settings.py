@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 __all__ = ["CrewConfig", "InputConfig", "Settings", "TimeoutConfig", "load_settings"]
 
-log = logging.getLogger("crew_mcp.settings")
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "CREW_MCP_"
 OFFICIAL_URL_ENV = "MCP_CREWAI_ENTERPRISE_SERVER_URL"
@@ -122,8 +122,6 @@ class Settings(_Strict):
         return not self.crews or all(c.simulated for c in self.crews)
 
 
-# --------------------------------------------------------------------------------------------- loading
-
 _ENV_FIELDS: dict[str, str] = {
     "LEDGER_URL": "ledger_url",
     "WAIT_CAP": "wait_cap_seconds",
@@ -202,7 +200,7 @@ def _resolve_tokens(crews: list[Any], env: Mapping[str, str], source: str) -> No
                 )
             crew["token"] = env[var]
         elif "token" in crew:
-            log.warning(
+            logger.warning(
                 '%s: %s has a literal token in the file; prefer token_env = "VAR" so the file holds no secret',
                 source,
                 label,

@@ -18,7 +18,7 @@ from .views import execution_uri
 
 __all__ = ["Subscriptions"]
 
-log = logging.getLogger("crew_mcp.subscriptions")
+logger = logging.getLogger(__name__)
 
 
 class Subscriptions:
@@ -36,7 +36,7 @@ class Subscriptions:
             try:
                 await session.send_resource_updated(uri)
             except Exception:  # a gone session: forget it
-                log.debug("dropping a 2025-era subscriber of %s", uri, exc_info=True)
+                logger.debug("dropping a 2025-era subscriber of %s", uri, exc_info=True)
                 self._unsubscribe(uri, session)
 
     async def middleware(self, ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:

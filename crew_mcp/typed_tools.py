@@ -25,7 +25,7 @@ from .views import RunView
 
 __all__ = ["register_typed_tools"]
 
-log = logging.getLogger("crew_mcp.typed_tools")
+logger = logging.getLogger(__name__)
 
 _PY_TYPES: dict[str, Any] = {
     "string": str,
@@ -53,7 +53,7 @@ def _usable_names(crew: str, inputs: list[Any]) -> bool:
     """A typed tool needs every input name to be a parameter name; otherwise the crew keeps only kickoff_crew."""
     bad = [n for n, _ in inputs if not n.isidentifier() or keyword.iskeyword(n) or n == "ctx"]
     if bad:
-        log.warning("crew %s gets no run_%s tool: input names %s are not usable as parameters", crew, crew, bad)
+        logger.warning("crew %s gets no run_%s tool: input names %s are not usable as parameters", crew, crew, bad)
     return not bad
 
 

@@ -25,7 +25,7 @@ from .models import ExecutionState, ExecutionStatus
 
 __all__ = ["POLL_FACTOR", "POLL_INITIAL", "POLL_MAX", "Observation", "StatusHub", "settled"]
 
-log = logging.getLogger("crew_mcp.watch")
+logger = logging.getLogger(__name__)
 
 POLL_INITIAL = 0.5
 POLL_FACTOR = 1.5
@@ -169,10 +169,10 @@ class StatusHub:
                 try:
                     observation = await self._poll(watch.record)
                 except CrewMCPError as exc:
-                    log.warning("polling %s failed: %s", kickoff_id, exc)
+                    logger.warning("polling %s failed: %s", kickoff_id, exc)
                     watch.publish(None, exc)
                 except Exception as exc:  # a bug must fail this watch, never the hub (it lives in the server lifespan)
-                    log.exception("polling %s failed unexpectedly", kickoff_id)
+                    logger.exception("polling %s failed unexpectedly", kickoff_id)
                     watch.publish(None, CrewMCPError(f"reading the run's status failed unexpectedly ({exc})"))
                     break
                 else:
@@ -194,4 +194,4 @@ async def _report(on_update: OnUpdate | None, status: ExecutionStatus) -> None:
     try:
         await on_update(status)
     except Exception:  # progress is best-effort: a gone client must not fail the wait
-        log.debug("progress callback failed", exc_info=True)
+        logger.debug("progress callback failed", exc_info=True)

@@ -21,7 +21,7 @@ from .service import CrewService
 
 __all__ = ["KINDS", "webhook_routes"]
 
-log = logging.getLogger("crew_mcp.webhooks")
+logger = logging.getLogger(__name__)
 
 KINDS = frozenset({"task", "step", "crew", "human"})
 
@@ -46,11 +46,11 @@ def webhook_routes(service: Callable[[], CrewService | None]) -> list[Route]:
             record = await svc.ledger.get(kickoff_id, owner=None)
             expected = record.webhook_secret if record else None
             if record is None or not expected or not secrets.compare_digest(expected.encode(), secret.encode()):
-                log.warning("refused a %s webhook for an unknown execution or with a wrong secret", kind)
+                logger.warning("refused a %s webhook for an unknown execution or with a wrong secret", kind)
                 return JSONResponse({"error": "Not Found"}, status_code=404)
             await svc.runs.webhook(record, kind, payload)
         except CrewMCPError as exc:
-            log.error("webhook for %s could not be applied: %s", kickoff_id, exc)
+            logger.error("webhook for %s could not be applied: %s", kickoff_id, exc)
             return JSONResponse({"error": "Unavailable", "message": "try again"}, status_code=503)
         return JSONResponse({"accepted": True}, status_code=202)
 

@@ -60,8 +60,6 @@ class MemoryLedger(LedgerBase):
         self._by_owner: dict[str, set[str]] = {}
         self._by_conversation: dict[tuple[str, str], set[str]] = {}
 
-    # -------------------------------------------------------------------------------------- writes
-
     async def create_many(self, records: Iterable[RunRecord]) -> None:
         """Store many new records at once (bulk import); all or none are stored."""
         self.create_many_sync(records)
@@ -122,8 +120,6 @@ class MemoryLedger(LedgerBase):
             self._by_owner.clear()
             self._by_conversation.clear()
 
-    # --------------------------------------------------------------------------------------- reads
-
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None (also when it belongs to another owner)."""
         with self._lock:
@@ -161,8 +157,6 @@ class MemoryLedger(LedgerBase):
                 and (state is None or e.state == str(state))
             ]
         return [e.record() for _, _, e in heapq.nlargest(limit, hits, key=lambda h: (h[0], h[1]))]
-
-    # ------------------------------------------------------------------------------------- helpers
 
     def _check_open(self) -> None:
         if self._closed:

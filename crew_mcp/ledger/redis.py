@@ -134,8 +134,6 @@ class RedisLedger(LedgerBase):
     def __repr__(self) -> str:
         return f"RedisLedger({self._where!r}, prefix={self._prefix!r})"
 
-    # -------------------------------------------------------------------------------------- writes
-
     async def create_many(self, records: Iterable[RunRecord]) -> None:
         """Store many new records (bulk import), atomically per chunk of 500."""
         batch = builtins.list(records)
@@ -179,8 +177,6 @@ class RedisLedger(LedgerBase):
         async with self._guard():
             await self._r.aclose()
         self._closed = True
-
-    # --------------------------------------------------------------------------------------- reads
 
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None (also when it belongs to another owner)."""
@@ -228,8 +224,6 @@ class RedisLedger(LedgerBase):
                         found.append(record)
                 start += page
         return found[:limit]
-
-    # ------------------------------------------------------------------------------------ plumbing
 
     def _k(self, kind: str, *parts: str) -> str:
         """A key: ``kind`` then the parts, each percent-encoded so a ``:`` in an owner cannot collide."""

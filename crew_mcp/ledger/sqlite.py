@@ -46,9 +46,6 @@ _COLUMNS = "request_id, kickoff_id, owner, conversation_id, crew, state, created
 _ORDER = "ORDER BY created_at DESC, request_id DESC"
 
 
-# ------------------------------------------------------------------------------------------ migrations
-
-
 def _v1_create_runs(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE runs ("
@@ -116,9 +113,6 @@ def _check_version(found: int) -> None:
         )
 
 
-# ----------------------------------------------------------------------------------------------- ledger
-
-
 PRUNE_BATCH = 1000
 """Rows one prune transaction deletes at most."""
 
@@ -149,8 +143,6 @@ class SqliteLedger(LedgerBase):
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
-
-    # -------------------------------------------------------------------------------------- writes
 
     async def create_many(self, records: Iterable[RunRecord]) -> None:
         """Store many new records in one transaction (bulk import); all or none are stored."""
@@ -203,8 +195,6 @@ class SqliteLedger(LedgerBase):
         """Close the connection; the ledger is unusable afterwards."""
         await anyio.to_thread.run_sync(self._close)
 
-    # --------------------------------------------------------------------------------------- reads
-
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None (also when it belongs to another owner)."""
         row = await self._read(
@@ -234,8 +224,6 @@ class SqliteLedger(LedgerBase):
         sql = f"SELECT data FROM runs WHERE {' AND '.join(where)} {_ORDER} LIMIT ?"  # noqa: S608 - fixed columns, bound values
         rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [_load(data) for (data,) in rows]
-
-    # ----------------------------------------------------------------------------- thread plumbing
 
     async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         return await anyio.to_thread.run_sync(self._call, op, False)
@@ -310,9 +298,6 @@ class SqliteLedger(LedgerBase):
                 f"{self._busy_timeout:g} s ({self._busy_retries + 1} attempts): {exc}."
             )
         return LedgerError(f"The SQLite ledger {self.path} failed: {exc}.")
-
-
-# ------------------------------------------------------------------------------------------ statements
 
 
 def _row(record: RunRecord) -> tuple[Any, ...]:

@@ -28,7 +28,7 @@ from .webhooks import WebhookDelivery, WebhookSender
 
 __all__ = ["DEFAULT_TOKEN", "SERVER_MARK", "Simulator"]
 
-log = logging.getLogger("crew_mcp.simulator")
+logger = logging.getLogger(__name__)
 
 SERVER_MARK = "crew_mcp.simulator.server"
 """Scope key set by :func:`serve_simulator`: a drop can then end the response without raising."""
@@ -89,8 +89,6 @@ class Simulator:
         self._faults = {name: Faults() for name in self.crews}
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._hangs: set[anyio.CancelScope] = set()
-
-    # ------------------------------------------------------------------------------ public API
 
     @property
     def executions(self) -> Mapping[str, Execution]:
@@ -160,8 +158,6 @@ class Simulator:
         if self.clock == "wall":
             await self._ticker()
 
-    # ------------------------------------------------------------------------------ time
-
     async def _tick(self) -> None:
         self._webhooks.queue(await self._store.tick())
 
@@ -171,10 +167,8 @@ class Simulator:
             try:
                 await self._tick()
             except SimulatorStateError as exc:  # the host's task group must outlive a busy or broken file
-                log.warning("simulator clock: %s", exc)
+                logger.warning("simulator clock: %s", exc)
             await self.flush_webhooks()
-
-    # ------------------------------------------------------------------------------ ASGI
 
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -185,7 +179,7 @@ class Simulator:
         try:
             response = await self._handle(Request(scope, receive), send)
         except SimulatorStateError as exc:
-            log.warning("simulator request: %s", exc)
+            logger.warning("simulator request: %s", exc)
             response = error_response(500, "Internal Server Error", "The simulator could not read or write its runs")
         if response is not None:
             await response(scope, receive, send)
@@ -239,8 +233,6 @@ class Simulator:
         if shot is not None:
             return await self._apply(shot, request, send, response)
         return response
-
-    # ------------------------------------------------------------------------------ faults
 
     async def _hold(self, seconds: float) -> None:
         with anyio.CancelScope() as scope:

@@ -172,8 +172,6 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 
-    # ------------------------------------------------------------------------------ Store
-
     def now(self) -> float:
         """Simulated seconds since the file's epoch (opens the file on first use, in the calling thread)."""
         if self._epoch is None:
@@ -236,8 +234,6 @@ class SqliteStore:
         session.flush()
         return session.outgoing
 
-    # ------------------------------------------------------------------------------ clock
-
     def _clock(self) -> float:
         assert self._epoch is not None
         # Never backwards within a process, even if the system clock is set back.
@@ -252,8 +248,6 @@ class SqliteStore:
     def _anything_due(self, conn: sqlite3.Connection) -> bool:
         now = self._refresh(conn)
         return conn.execute("SELECT 1 FROM executions WHERE due_at <= ? LIMIT 1", (now,)).fetchone() is not None
-
-    # ------------------------------------------------------------------------------ SQLite plumbing
 
     def _call(self, op: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         with self._lock:

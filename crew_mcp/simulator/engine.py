@@ -118,8 +118,6 @@ class Execution:
     def __post_init__(self) -> None:
         self.task_started_at = self.updated_at = self.created_at
 
-    # ------------------------------------------------------------------------------ transitions
-
     @property
     def task(self) -> TaskSpec:
         """The task running, paused or last reached."""
@@ -189,8 +187,6 @@ class Execution:
         self.task_started_at = at
         return self.start()
 
-    # ------------------------------------------------------------------------------ webhooks
-
     def _payload(self, **fields: Any) -> dict[str, Any]:
         return {"kickoff_id": self.id, **fields, "meta": self.meta}
 
@@ -236,8 +232,6 @@ class Execution:
         if self.error:
             body["error"] = self.error
         return [Outgoing(at, self.hooks.crew, "crew", body)]
-
-    # ------------------------------------------------------------------------------ views
 
     def final_text(self) -> str:
         """The last task's output, with approval notes appended so a reviewer's words stay visible."""

@@ -19,7 +19,7 @@ from .engine import Outgoing
 
 __all__ = ["WebhookDelivery", "WebhookSender"]
 
-log = logging.getLogger("crew_mcp.simulator")
+logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT = 5.0
 """Seconds one delivery may take before it is recorded as failed."""
@@ -76,11 +76,11 @@ class WebhookSender:
         try:
             response = await self._http.post(item.url, json=item.payload, headers=_auth_headers(item.auth))
         except Exception as exc:  # a webhook failure must never take the simulator down
-            log.warning("webhook %s to %s failed: %s", item.kind, item.url, exc)
+            logger.warning("webhook %s to %s failed: %s", item.kind, item.url, exc)
             self.log.append(WebhookDelivery(item.url, item.kind, item.payload, None, f"{type(exc).__name__}"))
             return
         if response.status_code >= 400:
-            log.warning("webhook %s to %s answered HTTP %s", item.kind, item.url, response.status_code)
+            logger.warning("webhook %s to %s answered HTTP %s", item.kind, item.url, response.status_code)
         self.log.append(WebhookDelivery(item.url, item.kind, item.payload, response.status_code))
 
 
