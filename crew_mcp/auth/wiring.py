@@ -17,7 +17,6 @@ from mcp.server.auth.routes import cors_middleware
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.auth import ProtectedResourceMetadata
-from pydantic import AnyHttpUrl
 from starlette.routing import Route
 
 from ..errors import ConfigError
@@ -71,18 +70,22 @@ def auth_settings(config: AuthConfig) -> AuthSettings | None:
         return None
     required = [SCOPE_READ] if SCOPE_READ in config.scopes else None
     if config.mode == "keys":
-        return AuthSettings(
-            issuer_url=AnyHttpUrl("http://localhost"), resource_server_url=None, required_scopes=required
+        return AuthSettings.model_validate(
+            {"issuer_url": "http://localhost", "resource_server_url": None, "required_scopes": required}
         )
     resource = _resource(config)
     # The verifiers check `aud` themselves. The SDK's own check compares AccessToken.resource with the
     # resource URL, which only holds when the audience *is* that URL; an IdP API identifier is not.
     same = config.expected_audience == resource
-    return AuthSettings(
-        issuer_url=AnyHttpUrl(config.issuer or ""),
-        resource_server_url=AnyHttpUrl(resource),
-        required_scopes=required,
-        validate_token_resource=same,
+    # Strings, not AnyHttpUrl: the SDK's models keep an empty path empty, and RFC 8414 issuer comparison is
+    # exact, so "https://idp.example" must not become "https://idp.example/".
+    return AuthSettings.model_validate(
+        {
+            "issuer_url": config.issuer,
+            "resource_server_url": resource,
+            "required_scopes": required,
+            "validate_token_resource": same,
+        }
     )
 
 
@@ -91,10 +94,12 @@ def protected_resource_routes(config: AuthConfig) -> list[Route]:
     path-suffixed form); empty unless in oauth mode."""
     if config.mode != "oauth":
         return []
-    metadata = ProtectedResourceMetadata(
-        resource=AnyHttpUrl(_resource(config)),
-        authorization_servers=[AnyHttpUrl(config.issuer or "")],
-        scopes_supported=[SCOPE_READ] if SCOPE_READ in config.scopes else None,
+    metadata = ProtectedResourceMetadata.model_validate(
+        {
+            "resource": _resource(config),
+            "authorization_servers": [config.issuer],
+            "scopes_supported": [SCOPE_READ] if SCOPE_READ in config.scopes else None,
+        }
     )
     handler = ProtectedResourceMetadataHandler(metadata)
     endpoint = cors_middleware(handler.handle, ["GET", "OPTIONS"])
