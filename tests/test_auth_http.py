@@ -6,7 +6,8 @@ code + PKCE → token → call, in both protocol eras, against the real test aut
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
@@ -28,6 +29,8 @@ from starlette.routing import Mount
 
 from crew_mcp.auth import (
     AuthConfig,
+    Limiter,
+    ScopeGate,
     auth_settings,
     build_verifier,
     generate_key,
@@ -49,9 +52,11 @@ class Served:
 
 
 @asynccontextmanager
-async def serve_protected(**config: Any) -> AsyncIterator[Served]:
-    """An MCP server with one ``whoami`` tool behind crew-mcp's auth, on a socket bound to 127.0.0.1:0 first (the
-    resource URL tokens are issued for includes the port)."""
+async def serve_protected(
+    *, gate: bool = False, clock: Callable[[], float] | None = None, **config: Any
+) -> AsyncIterator[Served]:
+    """An MCP server with three tools behind crew-mcp's auth (and the ScopeGate when ``gate``), on a socket bound to
+    127.0.0.1:0 first (the resource URL tokens are issued for includes the port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
@@ -60,19 +65,27 @@ async def serve_protected(**config: Any) -> AsyncIterator[Served]:
     async with httpx2.AsyncClient() as http:
         mcp = MCPServer("auth-test", token_verifier=build_verifier(auth, http), auth=auth_settings(auth))
 
-        @mcp.tool()
-        async def whoami() -> dict[str, str]:
-            """Who the server thinks is calling."""
+        def caller() -> dict[str, str]:
             token = get_access_token()
             assert token is not None
             principal = principal_from_token(token, auth)
             return {"principal": principal.id, "scopes": " ".join(sorted(principal.scopes))}
 
+        # Named like crew-mcp's tools, so each needs its contract scope (crew:read, crew:run, crew:approve).
+        for name in ("get_status", "kickoff_crew", "resume_with_feedback"):
+            mcp.add_tool(caller, name=name, description=f"{name} stand-in: who the server thinks is calling.")
+
         inner = mcp.streamable_http_app(transport_security=transport_security(root, "127.0.0.1"), host="127.0.0.1")
-        app = Starlette(
+        app: Any = Starlette(
             routes=[*protected_resource_routes(auth), Mount("/", app=inner)],
             lifespan=lambda _: mcp.session_manager.run(),
         )
+        if gate:
+            verifier = build_verifier(auth, http)
+            assert verifier is not None
+            metadata = f"{root}/.well-known/oauth-protected-resource/mcp"
+            limiter = Limiter(auth.limits, clock=clock or time.monotonic)
+            app = ScopeGate(app, verifier=verifier, config=auth, limiter=limiter, resource_metadata_url=metadata)
         server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2))
         try:
             async with anyio.create_task_group() as tg:
@@ -86,8 +99,8 @@ async def serve_protected(**config: Any) -> AsyncIterator[Served]:
 
 
 @asynccontextmanager
-async def oauth_served(provider: OAuthProvider, **config: Any) -> AsyncIterator[Served]:
-    async with serve_protected(mode="oauth", issuer=provider.issuer, **config) as served:
+async def oauth_served(provider: OAuthProvider, *, gate: bool = False, **config: Any) -> AsyncIterator[Served]:
+    async with serve_protected(gate=gate, mode="oauth", issuer=provider.issuer, **config) as served:
         provider.audience = served.url
         yield served
 
@@ -205,7 +218,7 @@ async def test_the_sdk_oauth_client_registers_authorizes_and_calls_a_tool(
             with anyio.fail_after(20):
                 async with Client(streamable_http_client(served.url, http_client=http), mode=mode) as client:
                     assert client.protocol_version == ERA[mode]
-                    result = await client.call_tool("whoami", {})
+                    result = await client.call_tool("get_status", {})
         assert not result.is_error
         assert result.structured_content == {
             "principal": f"oauth:{oauth_provider.issuer}#alice",
@@ -233,5 +246,88 @@ async def test_keys_mode_answers_401_without_metadata_and_serves_a_key() -> None
             httpx2.AsyncClient(headers=headers) as http,
             Client(streamable_http_client(served.url, http_client=http)) as client,
         ):
-            result = await client.call_tool("whoami", {})
+            result = await client.call_tool("get_status", {})
         assert result.structured_content == {"principal": "key:ci-bot", "scopes": "crew:read"}
+
+
+# ------------------------------------------------------------------------------------------ ScopeGate
+
+ALL = ["crew:read", "crew:run", "crew:approve"]
+
+
+def call(tool: str, request_id: int = 7) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+
+
+async def post_json(url: str, body: Any, token: str) -> httpx2.Response:
+    async with httpx2.AsyncClient() as http:
+        return await http.post(url, json=body, headers={**HEADERS, "Authorization": f"Bearer {token}"})
+
+
+async def test_a_tool_whose_scope_the_token_lacks_gets_403_naming_the_scope(oauth_provider: OAuthProvider) -> None:
+    async with oauth_served(oauth_provider, gate=True, scopes=ALL) as served:
+        reader = oauth_provider.mint(scope="crew:read")
+        refused = await post_json(served.url, call("kickoff_crew"), reader)
+        assert refused.status_code == 403
+        header = challenge(refused)
+        assert header.startswith("Bearer ") and 'error="insufficient_scope"' in header and 'scope="crew:run"' in header
+        assert f'resource_metadata="{served.root}/.well-known/oauth-protected-resource/mcp"' in header
+        assert refused.json()["id"] == 7 and "crew:run" in refused.json()["error"]["message"]
+        approve = await post_json(served.url, call("resume_with_feedback"), oauth_provider.mint(scope="crew:run"))
+        assert approve.status_code == 403 and 'scope="crew:approve"' in challenge(approve)
+        headers = {"Authorization": f"Bearer {reader}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(served.url, http_client=http)) as client,
+        ):
+            assert not (await client.call_tool("get_status", {})).is_error
+            with pytest.raises(MCPError, match="kickoff_crew needs the crew:run scope"):
+                await client.call_tool("kickoff_crew", {})
+
+
+async def test_without_configured_scopes_any_valid_token_may_use_every_tool(oauth_provider: OAuthProvider) -> None:
+    async with oauth_served(oauth_provider, gate=True) as served:
+        headers = {"Authorization": f"Bearer {oauth_provider.mint(scope=None)}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(served.url, http_client=http)) as client,
+        ):
+            for tool in ("get_status", "kickoff_crew", "resume_with_feedback"):
+                assert not (await client.call_tool(tool, {})).is_error
+
+
+async def test_the_sdk_client_steps_up_when_a_tool_needs_a_broader_scope(oauth_provider: OAuthProvider) -> None:
+    async with oauth_served(oauth_provider, gate=True, scopes=ALL) as served:
+        storage = MemoryStorage()
+        async with (
+            httpx2.AsyncClient(auth=sdk_oauth(served.url, storage)) as http,
+            Client(streamable_http_client(served.url, http_client=http)) as client,
+        ):
+            first = await client.call_tool("get_status", {})
+            assert first.structured_content is not None and first.structured_content["scopes"] == "crew:read"
+            stepped = await client.call_tool("kickoff_crew", {})  # 403 insufficient_scope → re-authorize → retry
+        assert not stepped.is_error and stepped.structured_content is not None
+        assert stepped.structured_content["scopes"] == "crew:read crew:run"
+        assert storage.tokens is not None and set((storage.tokens.scope or "").split()) == {"crew:read", "crew:run"}
+
+
+async def test_kickoffs_past_the_rate_get_429_with_retry_after(oauth_provider: OAuthProvider) -> None:
+    now = [100.0]
+    limits = {"kickoffs_per_minute": 2}
+    async with oauth_served(oauth_provider, gate=True, clock=lambda: now[0], limits=limits) as served:
+        token, other = oauth_provider.mint(), oauth_provider.mint(sub="bob")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(served.url, http_client=http)) as client,
+        ):
+            assert not (await client.call_tool("kickoff_crew", {})).is_error
+            assert not (await client.call_tool("kickoff_crew", {})).is_error
+            with pytest.raises(MCPError, match=r"at most 2 per minute\. Retry in 30 s"):
+                await client.call_tool("kickoff_crew", {})
+            assert not (await client.call_tool("get_status", {})).is_error  # reading is not limited
+        refused = await post_json(served.url, call("kickoff_crew"), token)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "30"
+        assert (await post_json(served.url, call("kickoff_crew"), other)).status_code != 429  # per principal
+        now[0] += 30
+        assert (await post_json(served.url, call("kickoff_crew"), token)).status_code != 429

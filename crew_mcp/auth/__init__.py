@@ -7,6 +7,7 @@ verifier = build_verifier(settings.auth, http)            # None when CREW_MCP_A
 mcp = MCPServer(..., token_verifier=verifier, auth=auth_settings(settings.auth))
 app = mcp.streamable_http_app(transport_security=transport_security(settings.public_url, host), ...)
 routes = protected_resource_routes(settings.auth)           # root RFC 9728 form; the SDK serves /…/mcp
+app = ScopeGate(app, verifier=verifier, config=settings.auth, limiter=Limiter(settings.auth.limits), ...)
 principal = principal_from_token(get_access_token(), settings.auth)     # inside a tool
 ```
 
@@ -36,6 +37,7 @@ from .config import (
 )
 
 if TYPE_CHECKING:
+    from .gate import ScopeGate
     from .introspection import IntrospectionVerifier
     from .jwt import JWTVerifier
     from .keys import KeyVerifier, generate_key, hash_key, key_config_entry
@@ -54,6 +56,7 @@ __all__ = [
     "KeyVerifier",
     "Limiter",
     "Principal",
+    "ScopeGate",
     "allowed_crews",
     "auth_settings",
     "build_verifier",
@@ -79,6 +82,7 @@ _LAZY = {
     "key_config_entry": "keys",
     "Decision": "limits",
     "Limiter": "limits",
+    "ScopeGate": "gate",
     "auth_settings": "wiring",
     "build_verifier": "wiring",
     "protected_resource_routes": "wiring",
