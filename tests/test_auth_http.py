@@ -83,9 +83,8 @@ async def serve_protected(
         if gate:
             verifier = build_verifier(auth, http)
             assert verifier is not None
-            metadata = f"{root}/.well-known/oauth-protected-resource/mcp"
             limiter = Limiter(auth.limits, clock=clock or time.monotonic)
-            app = ScopeGate(app, verifier=verifier, config=auth, limiter=limiter, resource_metadata_url=metadata)
+            app = ScopeGate(app, verifier=verifier, config=auth, limiter=limiter)
         server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2))
         try:
             async with anyio.create_task_group() as tg:

@@ -226,3 +226,24 @@ def test_owner_and_approvers_group_may_approve_and_read_pending_runs() -> None:
     assert may_read(reviewer, owner, both, awaiting_approval=True)
     assert not may_read(reviewer, owner, both, awaiting_approval=False)
     assert not may_read(Principal(stranger), owner, both, awaiting_approval=True)
+
+
+# ------------------------------------------------------------------------------------------ package surface
+
+
+def test_every_public_name_resolves() -> None:
+    import crew_mcp.auth
+
+    for name in crew_mcp.auth.__all__:
+        assert getattr(crew_mcp.auth, name) is not None
+    with pytest.raises(AttributeError):
+        _ = crew_mcp.auth.nothing_here
+
+
+def test_loading_settings_does_not_import_the_sdk_or_the_jose_library() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, crew_mcp.settings; print(sorted(m for m in ('mcp', 'jwt', 'httpx2') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

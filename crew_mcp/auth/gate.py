@@ -14,7 +14,9 @@ import json
 from typing import Any
 
 from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,7 +50,8 @@ class ScopeGate:
     """ASGI middleware for the MCP endpoint: 403 for a tool whose scope the token lacks, 429 past the kickoff rate.
 
     ``verifier`` is the same one the SDK uses (JWT checks are local and introspection answers are cached, so the
-    second verification costs little). ``limiter`` is optional; without it only scopes are enforced.
+    second verification costs little). ``limiter`` is optional; without it only scopes are enforced. The
+    ``resource_metadata_url`` of the 403 challenge defaults to the SDK's RFC 9728 URL for ``resource_url``.
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class ScopeGate:
         self._config = config
         self._limiter = limiter
         self._path = path
+        if resource_metadata_url is None and config.mode == "oauth" and config.resource_url is not None:
+            resource_metadata_url = str(build_resource_metadata_url(AnyHttpUrl(config.resource_url)))
         self._metadata_url = resource_metadata_url
         self._max_body = max_body
 
