@@ -235,7 +235,7 @@ async def test_the_sdk_oauth_client_registers_authorizes_and_calls_a_tool(
 async def test_keys_mode_answers_401_without_metadata_and_serves_a_key() -> None:
     key, key_hash = generate_key()
     entry = ApiKeyConfig(hash=key_hash, principal="ci-bot", scopes=["crew:read"])
-    async with serve_protected(mode="keys", keys=[entry.model_dump()]) as served:
+    async with serve_protected(gate=True, mode="keys", keys=[entry.model_dump()]) as served:
         refused = await post(served.url)
         assert refused.status_code == 401 and "resource_metadata" not in challenge(refused)
         async with httpx2.AsyncClient() as http:
@@ -246,6 +246,8 @@ async def test_keys_mode_answers_401_without_metadata_and_serves_a_key() -> None
             Client(streamable_http_client(served.url, http_client=http)) as client,
         ):
             result = await client.call_tool("get_status", {})
+            with pytest.raises(MCPError, match="kickoff_crew needs the crew:run scope"):
+                await client.call_tool("kickoff_crew", {})
         assert result.structured_content == {"principal": "key:ci-bot", "scopes": "crew:read"}
 
 

@@ -191,6 +191,12 @@ def test_only_configured_scopes_are_enforced() -> None:
     config = AuthConfig(scopes=["crew:run"])
     assert missing_scope(reader, "crew:run", config) == "crew:run"
     assert missing_scope(reader, "crew:approve", config) is None
+    assert (
+        missing_scope(
+            reader, "crew:run", AuthConfig(mode="keys", keys=[{"hash": "sha256:" + "0" * 64, "principal": "k"}])
+        )
+        == "crew:run"
+    )
     runner = Principal("oauth:x#w", scopes=effective_scopes(["crew:run"]))
     assert missing_scope(runner, "crew:read", AuthConfig(scopes=["crew:read", "crew:run"])) is None
 

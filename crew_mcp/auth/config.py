@@ -193,6 +193,11 @@ class AuthConfig(_Strict):
         return self
 
     @property
+    def enforced_scopes(self) -> tuple[str, ...]:
+        """The scopes checked per operation: the configured ones; in keys mode all (each key names its own)."""
+        return ALL_SCOPES if self.mode == "keys" else tuple(self.scopes)
+
+    @property
     def expected_audience(self) -> str | None:
         """The value the ``aud`` claim must contain."""
         return self.audience or self.resource_url
@@ -257,9 +262,9 @@ def missing_scope(principal: Principal, needed: str, config: AuthConfig) -> str 
     """``needed`` when the deployment enforces that scope and the principal lacks it, else None.
 
     Only configured scopes are enforced: with none configured, any valid token may do everything on its own
-    runs (many identity providers make custom scopes hard).
+    runs (many identity providers make custom scopes hard). Static keys always carry their own scopes.
     """
-    if needed not in config.scopes or needed in principal.scopes:
+    if needed not in config.enforced_scopes or needed in principal.scopes:
         return None
     return needed
 

@@ -80,7 +80,9 @@ class ScopeGate:
             await self._app(scope, receive, send)
             return
         authorization = Headers(scope=scope).get("authorization", "")
-        if not authorization.lower().startswith("bearer ") or (not self._config.scopes and self._limiter is None):
+        if not authorization.lower().startswith("bearer ") or (
+            not self._config.enforced_scopes and self._limiter is None
+        ):
             await self._app(scope, receive, send)
             return
         messages, complete, body = await self._read(receive)

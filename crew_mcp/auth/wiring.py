@@ -68,7 +68,7 @@ def auth_settings(config: AuthConfig) -> AuthSettings | None:
     """
     if config.mode == "none":
         return None
-    required = [SCOPE_READ] if SCOPE_READ in config.scopes else None
+    required = [SCOPE_READ] if SCOPE_READ in config.enforced_scopes else None
     if config.mode == "keys":
         return AuthSettings.model_validate(
             {"issuer_url": "http://localhost", "resource_server_url": None, "required_scopes": required}
@@ -98,7 +98,7 @@ def protected_resource_routes(config: AuthConfig) -> list[Route]:
         {
             "resource": _resource(config),
             "authorization_servers": [config.issuer],
-            "scopes_supported": [SCOPE_READ] if SCOPE_READ in config.scopes else None,
+            "scopes_supported": [SCOPE_READ] if SCOPE_READ in config.enforced_scopes else None,
         }
     )
     handler = ProtectedResourceMetadataHandler(metadata)
