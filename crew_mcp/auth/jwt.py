@@ -76,6 +76,7 @@ class _KeySet:
         self._min_interval = min_interval
         self._jwks_url = config.jwks_url
         self._keys: list[dict[str, Any]] | None = None
+        self._parsed: dict[tuple[str | None, str], jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._attempted_at: float | None = None
         self._lock = anyio.Lock()
@@ -84,14 +85,24 @@ class _KeySet:
         stale = self._keys is None or self._clock() - self._fetched_at > JWKS_MAX_AGE
         if stale:
             await self._refresh()
-        found = _pick(self._keys or [], kid, alg)
+        found = self._cached(kid, alg)
         if found is None and not stale:
             await self._refresh()  # maybe a rotated-in key: at most one fetch per interval, however many callers
-            found = _pick(self._keys or [], kid, alg)
+            found = self._cached(kid, alg)
         if found is None:
             if self._keys is None:
                 raise _Refused("the authorization server's keys are not available")
             raise _Refused(f"no published key matches kid {kid!r} and alg {alg}")
+        return found
+
+    def _cached(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        # Building a key from its JWK (an RSA modulus especially) costs more than verifying with it. Only
+        # published keys are remembered: caching misses would let made-up kids grow this without bound.
+        found = self._parsed.get((kid, alg))
+        if found is None:
+            found = _pick(self._keys or [], kid, alg)
+            if found is not None:
+                self._parsed[(kid, alg)] = found
         return found
 
     async def _refresh(self) -> None:
@@ -115,6 +126,7 @@ class _KeySet:
                 log.warning("the JWKS at %s has no 'keys' list", url)
                 return
             self._keys = keys
+            self._parsed = {}
             self._fetched_at = now
             log.info("fetched %d key(s) from %s", len(keys), url)
 
