@@ -332,3 +332,15 @@ async def test_kickoffs_past_the_rate_get_429_with_retry_after(oauth_provider: O
         assert (await post_json(served.url, call("kickoff_crew"), other)).status_code != 429  # per principal
         now[0] += 30
         assert (await post_json(served.url, call("kickoff_crew"), token)).status_code != 429
+
+
+def test_auth_settings_let_the_sdk_check_the_resource_only_when_the_audience_is_it() -> None:
+    base = {"mode": "oauth", "issuer": "https://sso.example.com", "resource_url": "https://crew.example.com/mcp"}
+    own = auth_settings(AuthConfig.model_validate(base))
+    assert own is not None and own.validate_token_resource is True
+    assert str(own.issuer_url) == "https://sso.example.com" and own.required_scopes is None
+    api_id = auth_settings(AuthConfig.model_validate({**base, "audience": "api://crew-mcp", "scopes": ["crew:read"]}))
+    assert api_id is not None and api_id.validate_token_resource is False and api_id.required_scopes == ["crew:read"]
+    assert auth_settings(AuthConfig()) is None
+    with pytest.raises(ConfigError, match="CREW_MCP_PUBLIC_URL"):
+        auth_settings(AuthConfig.model_validate({**base, "resource_url": None}))

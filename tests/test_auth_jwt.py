@@ -214,3 +214,10 @@ async def test_keys_survive_an_outage_after_they_were_fetched(provider: OAuthPro
         clock.now += 7200  # past the cache's age: the refetch fails, the cached keys stay
         assert await v.verify_token(provider.mint()) is not None
     assert provider.jwks_fetches == 2
+
+
+async def test_an_identity_provider_api_identifier_can_be_the_audience(provider: OAuthProvider) -> None:
+    async with verifier(provider, audience="api://crew-mcp") as v:
+        access = await v.verify_token(provider.mint(aud="api://crew-mcp"))
+        assert access is not None and access.resource == "api://crew-mcp"
+        assert await v.verify_token(provider.mint()) is None  # the resource URL is then not the audience

@@ -165,7 +165,15 @@ class AuthConfig(_Strict):
         # CREW_MCP_OAUTH_SCOPES is one string; accept commas too, as people write both.
         return v.replace(",", " ").split() if isinstance(v, str) else v
 
-    @field_validator("issuer", "audience", "resource_url", "jwks_url", "introspection_url")
+    @field_validator("audience")
+    @classmethod
+    def _audience(cls, v: str | None) -> str | None:
+        # Not necessarily a URL: Entra ID audiences look like api://<app>, Auth0 takes any identifier.
+        if v is not None and (not v or any(c.isspace() for c in v)):
+            raise ValueError("must be a non-empty identifier without spaces (this server's URL by default)")
+        return v
+
+    @field_validator("issuer", "resource_url", "jwks_url", "introspection_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not _URL_RE.match(v):
