@@ -17,9 +17,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, WithJsonSchema, field_validator
 
+from .auth.config import AuthConfig
 from .errors import ConfigError
 
-__all__ = ["CrewConfig", "InputConfig", "Settings", "TimeoutConfig", "load_settings"]
+__all__ = ["AuthConfig", "CrewConfig", "InputConfig", "Settings", "TimeoutConfig", "load_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Settings(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     owner: str | None = None
     simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @field_validator("public_url")
     @classmethod
@@ -150,7 +152,7 @@ def _where(loc: tuple[int | str, ...], crews: list[Any], origins: Mapping[str, s
         field = ".".join(parts[2:]) or "(the crew entry)"
         var = origins.get(f"crew.{parts[2]}") if entry is env_crew and len(parts) > 2 else None
         return f"{crew}, field {field!r}" + (f" (from {var})" if var else "")
-    var = origins.get(parts[0]) if parts else None
+    var = (origins.get(".".join(parts[:2])) or origins.get(parts[0])) if parts else None
     return f"field {'.'.join(parts)!r}" + (f" (from {var})" if var else "")
 
 
@@ -260,6 +262,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
         if ENV_PREFIX + suffix in env:
             data[field] = env[ENV_PREFIX + suffix]
             origins[field] = ENV_PREFIX + suffix
+    _auth_env(data, env, origins)
     data.update({k: v for k, v in overrides.items() if v is not None})
     for k, v in overrides.items():
         if v is not None:
@@ -269,4 +272,42 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"Invalid configuration in {source}: crew names must be unique; repeated: {', '.join(dupes)}")
+    _auth_resource(settings, source)
     return settings
+
+
+# ------------------------------------------------------------------------------------ auth (serve --http)
+# CREW_MCP_AUTH and CREW_MCP_OAUTH_* fill the [auth] table (crew_mcp/auth/config.py); the names are public.
+
+_AUTH_ENV: dict[str, str] = {
+    "AUTH": "mode",
+    "OAUTH_ISSUER": "issuer",
+    "OAUTH_AUDIENCE": "audience",
+    "OAUTH_JWKS_URL": "jwks_url",
+    "OAUTH_INTROSPECTION_URL": "introspection_url",
+    "OAUTH_CLIENT_ID": "client_id",
+    "OAUTH_CLIENT_SECRET": "client_secret",
+    "OAUTH_SCOPES": "scopes",
+}
+
+
+def _auth_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> None:
+    found = {field: ENV_PREFIX + suffix for suffix, field in _AUTH_ENV.items() if ENV_PREFIX + suffix in env}
+    auth = data.setdefault("auth", {})
+    if not found or not isinstance(auth, dict):
+        return  # a malformed [auth] is reported by validation
+    for field, var in found.items():
+        auth[field] = env[var]
+        origins[f"auth.{field}"] = var
+
+
+def _auth_resource(settings: Settings, source: str) -> None:
+    """This server's resource URL (RFC 8707) is its public URL + /mcp; OAuth cannot work without one."""
+    auth = settings.auth
+    if auth.resource_url is None and settings.public_url is not None:
+        auth.resource_url = settings.public_url + "/mcp"
+    if auth.mode == "oauth" and auth.resource_url is None:
+        raise ConfigError(
+            f"Invalid configuration in {source}: CREW_MCP_AUTH=oauth needs this server's public URL, "
+            "the resource its tokens are issued for: set CREW_MCP_PUBLIC_URL (e.g. https://crew.example.com)."
+        )

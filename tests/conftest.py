@@ -103,3 +103,20 @@ async def sim_client(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
 
 
 # ============================================================================= end simulator fixtures
+
+
+# ====================================================================================== auth fixtures
+# Owned by the auth tests (tests/test_auth_*.py): a real OAuth authorization server on 127.0.0.1, port 0
+# (tests/oauth_provider.py). Its `audience` starts empty: each test sets the resource it mints tokens for.
+
+from oauth_provider import OAuthProvider, serve_provider  # noqa: E402
+
+
+@pytest.fixture
+async def oauth_provider() -> AsyncIterator[OAuthProvider]:
+    """A running authorization server: ``issuer`` is its URL; ``mint()`` signs tokens; counters count requests."""
+    async with serve_provider() as provider:
+        yield provider
+
+
+# ================================================================================== end auth fixtures
