@@ -25,6 +25,7 @@ def server(spec: dict[str, Any]) -> MCPServer:
 
 async def main(spec: dict[str, Any], transcript: Transcript) -> None:
     async with server(spec) as crews:
+        transcript.data["protocol_version"] = getattr(crews.session, "protocol_version", None)
         transcript.data["tools"] = sorted(tool.name for tool in await crews.list_tools())
 
         async def call(tool: str, arguments: dict[str, Any]) -> Reply:

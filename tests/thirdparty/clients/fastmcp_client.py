@@ -41,10 +41,9 @@ async def main(spec: dict[str, Any], transcript: Transcript) -> None:
         transport = StreamableHttpTransport(spec["url"])
 
     async with Client(transport, timeout=60) as client:
-        init = client.initialize_result
-        transcript.data["protocol_version"] = getattr(init, "protocol_version", None) or getattr(
-            init, "protocolVersion", None
-        )
+        # fastmcp 4 negotiates either era (a 2026-07-28 connection has no InitializeResult); 2.x only the handshake.
+        negotiated = getattr(client, "protocol_version", None)
+        transcript.data["protocol_version"] = negotiated or client.initialize_result.protocolVersion
         transcript.data["tools"] = [t.name for t in await client.list_tools()]
 
         async def call(tool: str, arguments: dict[str, Any]) -> Reply:
