@@ -20,27 +20,50 @@ test: $(STAMP)
 	bash scripts/ensure-redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Opt-in, never part of `make test`/.ci/run: real third-party MCP clients (OpenAI Agents SDK, MCP Inspector CLI)
-# against crew-mcp. Everything they need lives under .thirdparty/, built from the registries (PyPI, npm):
-# a venv with crew-mcp[dev,thirdparty], node 22 from npm (on node 20 npm silently picks Inspector 0.15.0),
-# and the Inspector pinned. CREW_MCP_THIRDPARTY=1 turns a missing client into a failure instead of a skip.
+# Opt-in, never part of `make test`/.ci/run: real third-party MCP clients against crew-mcp (docs/clients.md has the
+# matrix). Everything they need lives under .thirdparty/, built from the registries (PyPI, npm), one venv per
+# dependency set: `venv` runs pytest and holds crew-mcp[dev,thirdparty] (mcp 2.3: OpenAI Agents SDK, fastmcp 4.x);
+# clients that need mcp<2 each get their own venv (tests/thirdparty/requirements-*.txt pins them) and run as
+# scripts from tests/thirdparty/clients/. node 22 comes from npm (on node 20 npm silently picks Inspector 0.15.0,
+# and the conformance suite cannot import globSync). Each piece has its own stamp, so a re-run installs nothing.
+# CREW_MCP_THIRDPARTY=1 turns a missing client into a failure instead of a skip.
 TP := .thirdparty
 TP_BIN := $(TP)/venv/bin
-TP_STAMP := $(TP)/.installed
+TP_REQ := tests/thirdparty
+TP_CLIENT_VENVS := mcp1 fastmcp2 crewai
+TP_NODE_BIN := $(CURDIR)/$(TP)/node/node_modules/.bin
+TP_NPM := PATH="$(TP_NODE_BIN):$$PATH" npm install --silent --no-fund --no-audit
 INSPECTOR_VERSION := 2.12.0
+CONFORMANCE_VERSION := 0.1.16
+TP_STAMPS := $(TP)/venv/.installed $(TP_CLIENT_VENVS:%=$(TP)/%/.installed) \
+	$(TP)/inspector/.installed $(TP)/conformance/.installed
 
-$(TP_STAMP): pyproject.toml
+$(TP)/venv/.installed: pyproject.toml
 	$(PY) -m venv $(TP)/venv
 	$(TP_BIN)/python -m pip install --quiet --upgrade pip
 	$(TP_BIN)/python -m pip install --quiet -e '.[dev,thirdparty]'
-	npm install --silent --no-fund --no-audit --prefix $(TP)/node node@22
-	PATH="$(CURDIR)/$(TP)/node/node_modules/.bin:$$PATH" npm install --silent --no-fund --no-audit \
-		--prefix $(TP)/inspector @modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
-	touch $(TP_STAMP)
+	touch $@
 
-test-thirdparty: $(TP_STAMP)
-	PATH="$(CURDIR)/$(TP_BIN):$(CURDIR)/$(TP)/node/node_modules/.bin:$$PATH" CREW_MCP_THIRDPARTY=1 \
-		CREW_MCP_INSPECTOR="$(CURDIR)/$(TP)/inspector/node_modules/.bin/mcp-inspector" \
+$(TP)/%/.installed: $(TP_REQ)/requirements-%.txt
+	$(PY) -m venv $(TP)/$*
+	$(TP)/$*/bin/python -m pip install --quiet --upgrade pip
+	$(TP)/$*/bin/python -m pip install --quiet -r $<
+	touch $@
+
+$(TP)/node/.installed:
+	npm install --silent --no-fund --no-audit --prefix $(TP)/node node@22
+	touch $@
+
+$(TP)/inspector/.installed: $(TP)/node/.installed
+	$(TP_NPM) --prefix $(TP)/inspector @modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
+	touch $@
+
+$(TP)/conformance/.installed: $(TP)/node/.installed
+	$(TP_NPM) --prefix $(TP)/conformance @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
+	touch $@
+
+test-thirdparty: $(TP_STAMPS)
+	PATH="$(CURDIR)/$(TP_BIN):$(TP_NODE_BIN):$$PATH" CREW_MCP_THIRDPARTY=1 \
 		$(TP_BIN)/python -m pytest -m thirdparty $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,35 +1,40 @@
-"""Real third-party MCP clients against crew-mcp: opt-in, run by ``make test-thirdparty`` (``pytest -m thirdparty``).
+"""OpenAI Agents SDK and MCP Inspector CLI against crew-mcp: opt-in, run by ``make test-thirdparty``.
 
 - OpenAI Agents SDK 0.24 (``openai-agents``, no model involved): the README's example run as written over stdio,
-  and ``MCPServerStreamableHttp`` against ``crew-mcp serve --http --port 0``.
+  ``MCPServerStreamableHttp`` against ``crew-mcp serve --http --port 0``, and the approval walk over both.
 - MCP Inspector CLI 2.12.0 (node 22): ``tools/list --strict`` in both protocol eras, ``tools/call`` over stdio and
-  HTTP.
+  HTTP, and the approval walk with one Inspector process per call (over stdio: one crew-mcp process per call too).
 
-crew-mcp serves its built-in simulated crews (no crew configured) on a fast clock, with a SQLite ledger in tmp.
-The addopts' ``-m "not thirdparty"`` keeps these out of the default run. The clients are not in .venv: if one is
-missing (say ``-m "not redis"`` selected these in .venv) the test skips, and under ``make test-thirdparty``
-(``CREW_MCP_THIRDPARTY=1``) it fails instead.
+The other clients are in test_thirdparty_clients.py, the conformance suite in test_thirdparty_conformance.py;
+tests/thirdparty_support.py says how crew-mcp and the clients are run. The addopts' ``-m "not thirdparty"`` keeps
+these out of the default run.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import anyio
 import pytest
-from process_support import announced_url
+from thirdparty_support import (
+    THIRDPARTY,
+    assert_walked,
+    crew_mcp_command,
+    http_server,
+    missing,
+    run_client,
+    server_env,
+    stdio_target,
+    walk_module,
+)
 
 pytestmark = pytest.mark.thirdparty
 
@@ -39,39 +44,21 @@ CORE_TOOLS = {"list_crews", "list_inputs", "kickoff_crew", "get_status"}
 TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", "age": 35}
 ITINERARY = "7 days trip focused on food, hikes"
 INSPECTOR_VERSION = "2.12.0"
-REQUIRED = os.environ.get("CREW_MCP_THIRDPARTY") == "1"
-
-
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{reason} (make test-thirdparty installs it under .thirdparty/)", pytrace=False)
-    pytest.skip(reason)
 
 
 def _agents_mcp() -> ModuleType:
     try:
         return importlib.import_module("agents.mcp")
     except ImportError as exc:
-        _missing(f"openai-agents is not installed: {exc}")
+        missing(f"openai-agents is not installed: {exc}")
         raise
 
 
 def _inspector() -> str:
-    found = os.environ.get("CREW_MCP_INSPECTOR") or shutil.which("mcp-inspector")
-    if not found or not Path(found).exists():
-        _missing("the MCP Inspector CLI (mcp-inspector) is not installed")
-    assert found is not None
-    return found
-
-
-def server_env(tmp_path: Path) -> dict[str, str]:
-    """crew-mcp's whole environment: no crew configured (the built-in simulator), its clock 20 times faster."""
-    return {
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "CREW_MCP_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.db",
-        "CREW_MCP_SIMULATOR_TIME_SCALE": "0.05",
-    }
+    found = THIRDPARTY / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
+    if not found.exists():
+        missing("the MCP Inspector CLI (mcp-inspector) is not installed")
+    return str(found)
 
 
 def _block_after(marker: str, lang: str) -> str:
@@ -79,41 +66,6 @@ def _block_after(marker: str, lang: str) -> str:
     match = re.compile(rf"```{lang}\n(.*?)```", re.S).search(text, text.index(marker))
     assert match is not None, f"no ```{lang} block after {marker}"
     return match.group(1)
-
-
-# ============================================================================ crew-mcp serve --http, for real
-
-
-@contextlib.asynccontextmanager
-async def http_server(tmp_path: Path) -> AsyncIterator[str]:
-    """``crew-mcp serve --http --port 0`` as a subprocess; yields its MCP URL; always killed on exit."""
-    command = shutil.which("crew-mcp", path=server_env(tmp_path)["PATH"])
-    assert command is not None, "the crew-mcp command is not installed"
-    log = tmp_path / "http-stderr.txt"
-    with log.open("ab") as err:
-        process = await anyio.open_process(
-            [command, "serve", "--http", "--port", "0"],
-            env=server_env(tmp_path),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        with anyio.fail_after(30):
-            url = await announced_url(process, log)
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
-        yield url
-    finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-            with anyio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
 
 
 # ============================================================================== OpenAI Agents SDK (0.24)
@@ -169,6 +121,15 @@ async def test_openai_agents_streamable_http_runs_a_crew_on_a_thread(tmp_path: P
                 assert other.structured_content.get("executions", []) == []
 
 
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_openai_agents_walks_a_run_through_its_approval(tmp_path: Path, transport: str) -> None:
+    if transport == "stdio":
+        assert_walked(await run_client("venv", "agents_client.py", stdio_target(tmp_path), tmp_path))
+        return
+    async with http_server(tmp_path) as url:
+        assert_walked(await run_client("venv", "agents_client.py", {"transport": "http", "url": url}, tmp_path))
+
+
 # ================================================================================ MCP Inspector CLI 2.x
 
 PROBLEM = re.compile(r'^(Warning|Error): tool "([^"]+)"\n  Path: (.*)\n  Issue: (.*)$', re.M)
@@ -176,16 +137,17 @@ SUMMARY = re.compile(r"^(\d+) errors?, (\d+) warnings? across (\d+) tools?\.$", 
 
 
 async def inspector(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``mcp-inspector --cli ...`` with HOME in tmp (its catalog and client config land there)."""
-    env = {**os.environ, "HOME": str(tmp_path)}
+    """Run ``mcp-inspector --cli ...`` on node 22 with HOME in tmp (its catalog and client config land there)."""
+    node = THIRDPARTY / "node" / "node_modules" / ".bin"
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{node}{os.pathsep}{os.environ.get('PATH', '')}"}
     with anyio.fail_after(90):
         return await anyio.run_process([_inspector(), "--cli", *args], env=env, check=False, cwd=tmp_path)
 
 
-def stdio_target(tmp_path: Path) -> list[str]:
+def inspector_stdio(tmp_path: Path) -> list[str]:
     env = server_env(tmp_path)
-    pairs = [arg for key in ("HOME", "CREW_MCP_LEDGER_URL") for arg in ("-e", f"{key}={env[key]}")]
-    return [*pairs, "--cwd", str(tmp_path), "crew-mcp", "serve"]
+    pairs = [arg for key in env if key != "PATH" for arg in ("-e", f"{key}={env[key]}")]
+    return [*pairs, "--cwd", str(tmp_path), crew_mcp_command(tmp_path), "serve"]
 
 
 async def test_inspector_is_the_pinned_2x_release(tmp_path: Path) -> None:
@@ -197,7 +159,7 @@ async def test_inspector_is_the_pinned_2x_release(tmp_path: Path) -> None:
 @pytest.mark.parametrize("era", ["legacy", "modern"])
 async def test_inspector_strict_finds_no_schema_portability_errors(tmp_path: Path, era: str) -> None:
     done = await inspector(
-        tmp_path, *stdio_target(tmp_path), "--method", "tools/list", "--strict", "--protocol-era", era
+        tmp_path, *inspector_stdio(tmp_path), "--method", "tools/list", "--strict", "--protocol-era", era
     )
     report = done.stderr.decode(errors="replace")
     assert done.returncode == 0, report  # --strict exits 6 on any error-severity problem
@@ -221,7 +183,7 @@ def _tool_result(done: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
 async def test_inspector_calls_list_crews_over_stdio(tmp_path: Path, era: str) -> None:
     done = await inspector(
         tmp_path,
-        *stdio_target(tmp_path),
+        *inspector_stdio(tmp_path),
         *("--method", "tools/call", "--tool-name", "list_crews", "--protocol-era", era, "--format", "json", "-q"),
     )
     crews = _tool_result(done)["structuredContent"]
@@ -240,3 +202,39 @@ async def test_inspector_calls_list_crews_over_http(tmp_path: Path, era: str) ->
     assert crews["simulated"] is True
     assert {"trip_planner", "research"} <= {c["name"] for c in crews["crews"]}
     assert [i["name"] for i in _tool_result(inputs)["structuredContent"]["inputs"]] == ["topic"]
+
+
+async def _inspector_walk(tmp_path: Path, target: list[str]) -> dict[str, Any]:
+    """The approval walk with one ``mcp-inspector --cli`` process per tool call, as a shell script would drive it."""
+    walk = walk_module()
+    transcript = walk.Transcript(f"mcp-inspector {INSPECTOR_VERSION}")
+    listed = await inspector(tmp_path, *target, "--method", "tools/list")
+    assert listed.returncode == 0, listed.stderr.decode(errors="replace")
+    transcript.data["tools"] = [t["name"] for t in json.loads(listed.stdout)["tools"]]
+
+    async def call(tool: str, arguments: dict[str, Any]) -> Any:
+        done = await inspector(
+            tmp_path, *target, "--method", "tools/call", "--tool-name", tool, "--tool-args-json", json.dumps(arguments),
+            "--format", "json", "-q",
+        )  # fmt: skip
+        if done.returncode != 0:
+            return walk.Reply(True, done.stderr.decode(errors="replace")[-2000:])
+        result = json.loads(done.stdout)["result"]
+        text = "".join(c.get("text", "") for c in result.get("content", []))
+        return walk.Reply(bool(result.get("isError")), text, result.get("structuredContent"))
+
+    try:
+        await walk.approval_walk(transcript.recorder(call), "thread-inspector")
+    except Exception as exc:
+        transcript.fail(exc)
+    return dict(transcript.data)
+
+
+async def test_inspector_walks_a_run_through_its_approval_over_http(tmp_path: Path) -> None:
+    async with http_server(tmp_path) as url:
+        assert_walked(await _inspector_walk(tmp_path, [url]))
+
+
+async def test_inspector_walks_a_run_through_its_approval_over_stdio(tmp_path: Path) -> None:
+    # Each Inspector call starts its own crew-mcp process: the run must go on across processes (issue 10, defect 7).
+    assert_walked(await _inspector_walk(tmp_path, inspector_stdio(tmp_path)))
