@@ -82,9 +82,9 @@ async def test_a_configured_jwks_url_skips_discovery(provider: OAuthProvider) ->
 
 
 def public_pem(provider: OAuthProvider) -> bytes:
-    return provider.signer.private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    key: Any = provider.signer.private.public_key()
+    pem: bytes = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem
 
 
 BAD_TOKENS: dict[str, Callable[[OAuthProvider], str]] = {

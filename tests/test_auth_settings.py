@@ -214,7 +214,7 @@ def test_crews_are_limited_per_principal_or_group() -> None:
             ]
         }
     )
-    assert allowed_crews(alice, config) == {"research", "trip_planner"}
+    assert allowed_crews(alice, config) == frozenset({"research", "trip_planner"})
     assert allowed_crews(bob, config) == frozenset()
     assert allowed_crews(Principal("oauth:x#admin"), config) is None
 
