@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-thirdparty lint typecheck check bench serve simulate clean
+.PHONY: demo test test-thirdparty test-docker bundle lint typecheck check bench serve simulate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,9 +43,21 @@ test-thirdparty: $(TP_STAMP)
 		CREW_MCP_INSPECTOR="$(CURDIR)/$(TP)/inspector/node_modules/.bin/mcp-inspector" \
 		$(TP_BIN)/python -m pytest -m thirdparty $(PYTEST_ARGS)
 
+# Opt-in, never part of `make test`/.ci/run: the container image built and run by a real Docker engine.
+# scripts/ensure-docker starts dockerd if none answers (installing Debian's docker.io when missing);
+# scripts/build-image builds $(IMAGE) (from a Debian base made locally when no container registry answers);
+# then the smoke tests (pytest -m docker) and the image's size, cold start and memory (scripts/measure_image.py).
+IMAGE ?= crew-mcp:dev
+
+test-docker: $(STAMP)
+	bash scripts/ensure-docker
+	bash scripts/build-image $(IMAGE)
+	CREW_MCP_IMAGE=$(IMAGE) $(BIN)/python -m pytest -m docker $(PYTEST_ARGS)
+	$(BIN)/python scripts/measure_image.py $(IMAGE)
+
 lint: $(STAMP)
-	$(BIN)/ruff format --check crew_mcp tests bench
-	$(BIN)/ruff check crew_mcp tests bench
+	$(BIN)/ruff format --check crew_mcp tests bench scripts docker
+	$(BIN)/ruff check crew_mcp tests bench scripts docker
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
