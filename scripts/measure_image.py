@@ -10,6 +10,7 @@ crew-mcp's. Numbers go to stdout; nothing is asserted (speed is reported, never 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import statistics
@@ -42,7 +43,7 @@ async def _cold_start(image: str) -> float:
                 await client.list_tools()
                 return time.perf_counter() - start
     finally:
-        await anyio.run_process(["docker", "rm", "-f", name], check=False)
+        await anyio.run_process(["docker", "rm", "--force", "--volumes", name], check=False)
 
 
 def _bare_container(image: str) -> float:
@@ -62,7 +63,13 @@ def _idle_http_memory(image: str) -> str:
             time.sleep(0.1)
         return _docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name)
     finally:
-        _docker("rm", "-f", name, check=False)
+        _docker("rm", "--force", "--volumes", name, check=False)
+
+
+def _compressed_size(image: str) -> int:
+    """What a registry would store and a pull would fetch, roughly: the saved image, gzipped."""
+    saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+    return len(gzip.compress(saved, compresslevel=6))
 
 
 def _fmt(samples: list[float]) -> str:
@@ -74,7 +81,7 @@ def _fmt(samples: list[float]) -> str:
 def main(image: str) -> None:
     """Print the measurements for ``image``."""
     size = json.loads(_docker("image", "inspect", image))[0]["Size"]
-    print(f"image {image}: {size / 1e6:.1f} MB ({size} bytes, uncompressed)")
+    print(f"image {image}: {size / 1e6:.1f} MB uncompressed, {_compressed_size(image) / 1e6:.1f} MB gzipped")
     print(f"bare container start and exit: {_fmt([_bare_container(image) for _ in range(RUNS)])}")
     cold = [anyio.run(_cold_start, image) for _ in range(RUNS)]
     print(f"cold start, docker run -> first tools/list answered over stdio: {_fmt(cold)}")

@@ -72,7 +72,7 @@ async def stdio_container(image: str, *docker_args: str) -> AsyncIterator[Client
             async with Client(stdio_client(params), mode="legacy") as client:
                 yield client
     finally:
-        await anyio.run_process(["docker", "rm", "-f", name], check=False)
+        await anyio.run_process(["docker", "rm", "--force", "--volumes", name], check=False)
 
 
 async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -170,3 +170,26 @@ async def health_verdict(name: str) -> str:
                     events.terminate()
                     return buffer.split("\n", 1)[0].removeprefix("health_status:").strip()
     raise AssertionError(f"docker events ended without a health verdict for {name}")
+
+
+async def test_the_deploy_docs_claude_desktop_snippet_runs_the_image(image: str, volume: str) -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    start = text.index("<!-- docker-desktop-config")
+    block = text[
+        text.index("```json\n", start) + len("```json\n") : text.index("```", text.index("```json\n", start) + 7)
+    ]
+    server = json.loads(block)["mcpServers"]["crewai"]
+    assert server["command"] == "docker"
+    args = list(server["args"])
+    assert args[:3] == ["run", "-i", "--rm"] and args[-1] == "crew-mcp:dev"
+    # The image under test, a throwaway volume, no network, and no crew configured (the -e names are passed on
+    # unset): the simulated crews.
+    args[-1:] = [image]
+    args[args.index("crew-mcp-data:/data")] = f"{volume}:/data"
+    args[1:1] = ["--network", "none"]
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")}
+    params = StdioServerParameters(command="docker", args=args, env=env)
+    with anyio.fail_after(60):
+        async with Client(stdio_client(params), mode="legacy") as client:
+            crews = await call(client, "list_crews")
+    assert crews["simulated"] is True
