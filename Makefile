@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-thirdparty lint typecheck check bench serve simulate clean
+.PHONY: demo test test-thirdparty test-docker bundle lint typecheck check bench serve simulate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,9 +66,40 @@ test-thirdparty: $(TP_STAMPS)
 	PATH="$(CURDIR)/$(TP_BIN):$(TP_NODE_BIN):$$PATH" CREW_MCP_THIRDPARTY=1 \
 		$(TP_BIN)/python -m pytest -m thirdparty $(PYTEST_ARGS)
 
+# Opt-in, never part of `make test`/.ci/run: the container image built and run by a real Docker engine.
+# scripts/ensure-docker starts dockerd if none answers (installing Debian's docker.io when missing);
+# scripts/build-image builds $(IMAGE) (from a Debian base made locally when no container registry answers);
+# then the smoke tests (pytest -m docker) and the image's size, cold start and memory (scripts/measure_image.py).
+IMAGE ?= crew-mcp:dev
+
+test-docker: $(STAMP)
+	bash scripts/ensure-docker
+	bash scripts/build-image $(IMAGE)
+	CREW_MCP_IMAGE=$(IMAGE) $(BIN)/python -m pytest -m docker $(PYTEST_ARGS)
+	$(BIN)/python scripts/measure_image.py $(IMAGE)
+
+# Opt-in: the Claude Desktop bundle (MCPB). The official packer (npm @anthropic-ai/mcpb) and uv (PyPI) go under
+# .mcpb/, never global. scripts/build-bundle validates the manifest and packs dist/crew-mcp-<version>.mcpb (it
+# prints the size and sha256 that server.json's mcpb package would need); scripts/check_bundle.py then unpacks it
+# and runs it as its manifest says a host does (uv installs crew-mcp from the bundle), listing its tools.
+MCPB := .mcpb
+MCPB_VERSION := 2.1.2
+UV_VERSION := 0.13.8
+
+$(MCPB)/.installed:
+	npm install --silent --no-fund --no-audit --prefix $(MCPB)/node @anthropic-ai/mcpb@$(MCPB_VERSION)
+	$(PY) -m venv $(MCPB)/uv
+	$(MCPB)/uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	touch $@
+
+bundle: $(STAMP) $(MCPB)/.installed
+	PATH="$(CURDIR)/$(MCPB)/node/node_modules/.bin:$$PATH" bash scripts/build-bundle
+	PATH="$(CURDIR)/$(MCPB)/uv/bin:$$PATH" UV_CACHE_DIR="$(CURDIR)/$(MCPB)/uv-cache" \
+		$(BIN)/python scripts/check_bundle.py dist/crew-mcp-$$($(BIN)/python -c 'import json; print(json.load(open("manifests/mcpb/manifest.json"))["version"])').mcpb
+
 lint: $(STAMP)
-	$(BIN)/ruff format --check crew_mcp tests bench
-	$(BIN)/ruff check crew_mcp tests bench
+	$(BIN)/ruff format --check crew_mcp tests bench scripts docker manifests
+	$(BIN)/ruff check crew_mcp tests bench scripts docker manifests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -86,4 +117,4 @@ simulate: $(STAMP)
 	$(BIN)/crew-mcp simulate --port 8787
 
 clean:
-	rm -rf $(VENV) $(TP) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TP) $(MCPB) build dist .pytest_cache .mypy_cache .ruff_cache
