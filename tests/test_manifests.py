@@ -187,6 +187,7 @@ def one(resources: list[Resource], kind: str, name: str) -> Resource:
 
 def server_container(resources: list[Resource]) -> dict[str, Any]:
     (container,) = one(resources, "Deployment", "crew-mcp")["spec"]["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
     return container
 
 
