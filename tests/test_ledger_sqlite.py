@@ -64,7 +64,9 @@ async def test_two_processes_write_one_file_concurrently_without_errors(tmp_path
     for tag in ("a", "b"):
         done = results[tag]
         assert done.returncode == 0, done.stderr.decode()
-        assert done.stderr == b""
+        # A busy file is waited for and retried (stamina announces each retry); nothing else may be said.
+        said = [line for line in done.stderr.decode().splitlines() if line != "stamina.retry_scheduled"]
+        assert said == []
     ledger = SqliteLedger(db)
     try:
         for tag in ("a", "b"):

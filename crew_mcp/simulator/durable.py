@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
+import stamina
 from pydantic import ValidationError
 
 from ..errors import CrewMCPError
@@ -161,6 +162,7 @@ class SqliteStore:
         self.path = Path(path)
         self.epoch = datetime.now(UTC)
         self.born = 0.0
+        self._started = time.time()  # what came due before this simulator existed is not delivered by it
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -241,9 +243,13 @@ class SqliteStore:
         return self._last
 
     def _refresh(self, conn: sqlite3.Connection) -> float:
+        self._refresh_offset(conn)
+        return self._clock()
+
+    def _refresh_offset(self, conn: sqlite3.Connection) -> float:
         row = conn.execute("SELECT value FROM meta WHERE key = 'offset'").fetchone()
         self._offset = float(row[0])
-        return self._clock()
+        return self._offset
 
     def _anything_due(self, conn: sqlite3.Connection) -> bool:
         now = self._refresh(conn)
@@ -251,15 +257,15 @@ class SqliteStore:
 
     def _call(self, op: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         with self._lock:
-            for attempt in range(BUSY_RETRIES + 1):
-                try:
-                    conn = self._connection()
-                    return _transaction(conn, op) if write else op(conn)
-                except sqlite3.Error as exc:
-                    if _busy(exc) and attempt < BUSY_RETRIES:
-                        time.sleep(0.05 * 2**attempt)
-                        continue
-                    raise SimulatorStateError(f"The simulator state file {self.path} failed: {exc}.") from None
+            try:
+                for attempt in stamina.retry_context(
+                    on=_retry_busy, attempts=BUSY_RETRIES + 1, timeout=None, wait_initial=0.05, wait_max=0.2
+                ):
+                    with attempt:
+                        conn = self._connection()
+                        return _transaction(conn, op) if write else op(conn)
+            except sqlite3.Error as exc:
+                raise SimulatorStateError(f"The simulator state file {self.path} failed: {exc}.") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> sqlite3.Connection:
@@ -287,7 +293,7 @@ class SqliteStore:
             if self._epoch is None:
                 self._epoch = float(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
                 self.epoch = datetime.fromtimestamp(self._epoch, UTC)
-                self.born = self._refresh(conn)
+                self.born = self._started - self._epoch + self._refresh_offset(conn)
         except BaseException:
             conn.close()
             raise
@@ -325,6 +331,10 @@ def _transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], T]
             conn.rollback()
         raise
     return result
+
+
+def _retry_busy(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.Error) and _busy(exc)
 
 
 def _busy(exc: sqlite3.Error) -> bool:
