@@ -25,6 +25,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from . import __version__
+from .apps import CARD_TOOL_META, RunCard
 from .errors import CrewMCPError, UsageError
 from .models import ExecutionStatus
 from .schema import portable
@@ -206,6 +207,7 @@ def build_server(
                 runtime.service = None
 
     instructions = INSTRUCTIONS + (SIMULATED_NOTE if settings.simulated else "")
+    card = RunCard(service=runtime.require, caller=lambda ctx: _caller(settings, ctx, ""))
     mcp = _PortableMCPServer(
         "crew-mcp",
         title="CrewAI crews",
@@ -214,7 +216,8 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         subscriptions=runtime.bus,
-        middleware=[runtime.legacy_subscriptions],
+        extensions=[card],
+        middleware=[runtime.legacy_subscriptions, card.hide_from_plain_clients],
     )
     _register_tools(mcp, settings, runtime)
     _register_resources(mcp, settings, runtime)
@@ -242,6 +245,7 @@ def _register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
+        meta=CARD_TOOL_META,
     )
     async def kickoff_crew(
         ctx: Context,
@@ -265,7 +269,7 @@ def _register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
             await _guard(svc.kickoff(crew or None, inputs, caller, wait_seconds=wait_seconds, on_update=_progress(ctx)))
         )
 
-    @mcp.tool(title="Get a run's status", annotations=read_only)
+    @mcp.tool(title="Get a run's status", annotations=read_only, meta=CARD_TOOL_META)
     async def get_status(
         ctx: Context,
         kickoff_id: Annotated[str, Field(description="The run's kickoff_id; omit for this conversation's latest")] = "",
@@ -485,6 +489,7 @@ def _register_typed_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> No
             annotations=ToolAnnotations(
                 read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
             ),
+            meta=CARD_TOOL_META,
         )
         rt.typed_tools[crew] = tool_name
 

@@ -1,0 +1,291 @@
+"""The MCP App (run card) as a host sees it, in both protocol eras: the ``ui://`` resource, the tool metadata, the
+app-only tools, and the human decision they carry. The card's HTML running in a browser: test_apps_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hitl_support import MODES, service_factory
+from mcp import Client
+from mcp.client.extension import advertise
+from mcp.types import CallToolResult
+
+from crew_mcp.apps import APP_TOOLS, REVIEW_META_KEY, RUN_CARD_URI, card_html
+from crew_mcp.server import build_server
+from crew_mcp.service import CrewService
+from crew_mcp.settings import Settings
+from crew_mcp.simulator import CrewSpec, InputSpec, Simulator, TaskSpec, builtin_crews
+
+APPS = advertise("io.modelcontextprotocol/ui", {"mimeTypes": ["text/html;profile=mcp-app"]})
+OWNER = "tester"
+
+
+def review_crew() -> CrewSpec:
+    """Drafts at once (duration 0) and waits for review of the draft; the revision is instant too."""
+    return CrewSpec(
+        name="brief",
+        description="Writes a brief; a human reviews the draft",
+        inputs=[InputSpec(name="topic", description="What the brief is about")],
+        tasks=[
+            TaskSpec(id="draft", agent="Writer", duration=0, human_input=True, output="## Brief on {topic}"),
+            TaskSpec(id="publish", agent="Editor", duration=2, output="Published: {topic}"),
+        ],
+    )
+
+
+@asynccontextmanager
+async def connected(
+    mode: str, *, apps: bool, settings: Settings | None = None, sim: Simulator | None = None, ledger: str = ""
+) -> AsyncIterator[tuple[Client, list[CrewService]]]:
+    """A client (advertising MCP Apps or not) of a crew-mcp server over the simulator's crews."""
+    settings = settings or Settings(owner=OWNER)
+    if ledger:
+        settings = settings.model_copy(update={"ledger_url": ledger})
+    own_sim = sim is None
+    sim = sim or Simulator([review_crew(), *builtin_crews()], clock="manual")
+    services: list[CrewService] = []
+    factory = service_factory(sim, services)
+    if ledger:
+        factory = _ledger_factory(sim, services, ledger)
+    mcp = build_server(settings, service_factory=factory)
+    extensions: Sequence[Any] = [APPS] if apps else []
+    if own_sim:
+        async with sim, Client(mcp, mode=mode, extensions=extensions) as client:  # type: ignore[arg-type]
+            yield client, services
+    else:
+        async with Client(mcp, mode=mode, extensions=extensions) as client:  # type: ignore[arg-type]
+            yield client, services
+
+
+def _ledger_factory(sim: Simulator, services: list[CrewService], url: str) -> Any:
+    import httpx2
+
+    from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
+    from crew_mcp.ledger import open_ledger
+
+    async def factory(settings: Settings) -> CrewService:
+        transport = httpx2.ASGITransport(app=sim.app)
+        registry = CrewRegistry([Crew(c, _client(c, transport)) for c in simulator_crews(sim)], simulator=sim)
+        service = CrewService(settings, registry, open_ledger(url), poll_initial=0.01)
+        services.append(service)
+        return service
+
+    return factory
+
+
+async def ok(client: Client, tool: str, args: dict[str, Any]) -> CallToolResult:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    return result
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error, result.structured_content
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+async def paused_run(client: Client, topic: str = "tides") -> str:
+    run = await ok(client, "kickoff_crew", {"crew": "brief", "inputs": {"topic": topic}})
+    assert run.structured_content is not None
+    kickoff_id = run.structured_content["kickoff_id"]
+    assert isinstance(kickoff_id, str)
+    return kickoff_id
+
+
+async def card(client: Client, kickoff_id: str, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(structuredContent, _meta) of app_run_view."""
+    result = await ok(client, "app_run_view", {"kickoff_id": kickoff_id, **extra})
+    assert result.structured_content is not None
+    return result.structured_content, dict(result.meta or {})
+
+
+# ------------------------------------------------------------------------------------------ the resource
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_card_resource_is_a_self_contained_mcp_app_under_the_default_csp(mode: str) -> None:
+    async with connected(mode, apps=True) as (client, _):
+        listed = {str(r.uri): r for r in (await client.list_resources()).resources}
+        read = await client.read_resource(RUN_CARD_URI)
+    assert listed[RUN_CARD_URI].mime_type == "text/html;profile=mcp-app"
+    (content,) = read.contents
+    assert content.mime_type == "text/html;profile=mcp-app"
+    # Declared, and empty: no connectDomains / resourceDomains, so the host's restrictive default CSP applies.
+    assert content.meta == {"ui": {"csp": {}, "prefersBorder": True}}
+    html = getattr(content, "text", "")
+    assert html == card_html() and html.lstrip().lower().startswith("<!doctype html>")
+    # Everything inline: nothing for the page to fetch, so connect-src 'none' and default-src 'none' cost nothing.
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)\s*=", html, re.IGNORECASE)
+    assert not re.search(r"@import|url\(|fetch\(|XMLHttpRequest|WebSocket|EventSource|innerHTML", html)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_apps_client_sees_the_card_on_run_tools_and_the_app_only_tools(mode: str) -> None:
+    async with connected(mode, apps=True) as (client, _):
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        capabilities = client.server_capabilities
+    card_meta = {"ui": {"resourceUri": RUN_CARD_URI}}
+    assert tools["get_status"].meta == card_meta
+    assert tools["kickoff_crew"].meta == card_meta
+    assert tools["run_research"].meta == card_meta
+    for name in APP_TOOLS:
+        assert tools[name].meta == {"ui": {"resourceUri": RUN_CARD_URI, "visibility": ["app"]}}
+    assert tools["resume_with_feedback"].meta is None
+    if mode == "auto":  # the 2025-11-25 wire has no `extensions` capability; hosts go by the tools' _meta.ui
+        assert capabilities.extensions == {"io.modelcontextprotocol/ui": {}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_client_without_apps_sees_no_app_tools_no_ui_meta_and_no_ui_resource(mode: str) -> None:
+    async with connected(mode, apps=False) as (client, _):
+        tools = (await client.list_tools()).tools
+        resources = (await client.list_resources()).resources
+        for name in APP_TOOLS:
+            refused = error_text(
+                await client.call_tool(name, {"kickoff_id": "k", "task_id": "t", "approve": True, "review_token": "x"})
+            )
+            assert "answers only hosts that render MCP Apps" in refused
+            assert "resume_with_feedback" in refused
+    names = {t.name for t in tools}
+    assert not names & set(APP_TOOLS)
+    assert {"get_status", "kickoff_crew", "resume_with_feedback", "run_research"} <= names
+    assert all(not (t.meta or {}).get("ui") for t in tools)
+    assert not [r for r in resources if str(r.uri).startswith("ui://")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_hosts_with_and_without_apps_get_the_same_run_results(mode: str, tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'runs.db'}"
+    sim = Simulator([review_crew()], clock="manual")
+    async with sim:
+        async with connected(mode, apps=False, sim=sim, ledger=ledger) as (plain, _):
+            kickoff_id = await paused_run(plain)
+            await ok(plain, "get_status", {"kickoff_id": kickoff_id})
+            before = await ok(plain, "get_status", {"kickoff_id": kickoff_id})
+        async with connected(mode, apps=True, sim=sim, ledger=ledger) as (apps, _):
+            after = await ok(apps, "get_status", {"kickoff_id": kickoff_id})
+    assert after.content == before.content
+    assert after.structured_content == before.structured_content
+    assert not {k for k in (after.meta or {}) if not k.startswith("io.modelcontextprotocol/")}
+
+
+# ----------------------------------------------------------------------------------------- app tools
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_app_run_view_gives_the_run_with_its_inputs_and_a_review_token(mode: str) -> None:
+    async with connected(mode, apps=True) as (client, _):
+        kickoff_id = await paused_run(client, topic="tidal energy")
+        view, meta = await card(client, kickoff_id)
+    assert view["run"]["state"] == "waiting_for_human"
+    assert view["run"]["pending"]["output"] == "## Brief on tidal energy"
+    assert view["inputs"] == {"topic": "tidal energy"} and view["input_names"] == ["topic"]
+    assert view["approval_policy"] == "model" and view["fingerprint"]
+    review = meta[REVIEW_META_KEY]
+    assert review["task_id"] == "draft" and re.fullmatch(r"[0-9a-f]{32}", review["token"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_app_run_view_keeps_only_input_names_when_the_ledger_drops_values(mode: str) -> None:
+    settings = Settings(owner=OWNER, keep_input_values=False)
+    async with connected(mode, apps=True, settings=settings) as (client, _):
+        view, _ = await card(client, await paused_run(client))
+    assert view["inputs"] == {} and view["input_names"] == ["topic"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_app_run_view_long_poll_returns_when_the_run_moves(mode: str) -> None:
+    async with connected(mode, apps=True) as (client, _):
+        kickoff_id = await paused_run(client)
+        _, meta = await card(client, kickoff_id)
+        decided = await ok(
+            client,
+            "app_decide",
+            {
+                "kickoff_id": kickoff_id,
+                "task_id": "draft",
+                "approve": True,
+                "review_token": meta[REVIEW_META_KEY]["token"],
+            },
+        )
+        assert decided.structured_content is not None
+        seen = decided.structured_content["fingerprint"]
+        with anyio.fail_after(10):
+            moved, _ = await card(client, kickoff_id, wait_seconds=25, since=seen)
+    # The approved draft let the crew start "publish": the poll came back with that, well before 25 s.
+    assert moved["fingerprint"] != seen
+    assert moved["run"]["progress"]["current_task"] == "publish"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_decision_in_the_card_is_human_under_the_human_policy(mode: str) -> None:
+    settings = Settings(owner=OWNER, approval_policy="human")
+    async with connected(mode, apps=True, settings=settings) as (client, _):
+        kickoff_id = await paused_run(client)
+        by_model = await client.call_tool(
+            "resume_with_feedback", {"kickoff_id": kickoff_id, "approve": False, "feedback": "shorter"}
+        )
+        assert "approval policy is 'human'" in error_text(by_model)
+        _, meta = await card(client, kickoff_id)
+        args = {"kickoff_id": kickoff_id, "task_id": "draft", "approve": False, "feedback": "Add a summary."}
+        decided = await ok(client, "app_decide", {**args, "review_token": meta[REVIEW_META_KEY]["token"]})
+        assert decided.structured_content is not None
+        assert (
+            decided.structured_content["notice"] == "Sent back task draft; the crew is revising it with your feedback."
+        )
+        with anyio.fail_after(10):
+            revised, revised_meta = await card(
+                client, kickoff_id, wait_seconds=25, since=decided.structured_content["fingerprint"]
+            )
+    (decision,) = revised["run"]["decisions"]
+    assert (decision["by"], decision["via"], decision["actor"]) == ("human", "app", OWNER)
+    assert (decision["approve"], decision["feedback"]) == (False, "Add a summary.")
+    assert revised["run"]["state"] == "waiting_for_human"
+    assert "Revised per feedback: Add a summary." in revised["run"]["pending"]["output"]
+    assert revised_meta[REVIEW_META_KEY]["token"] != meta[REVIEW_META_KEY]["token"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_app_decide_refuses_a_forged_stale_or_misdirected_decision_and_sends_nothing(mode: str) -> None:
+    async with connected(mode, apps=True) as (client, _):
+        kickoff_id = await paused_run(client)
+        _, meta = await card(client, kickoff_id)
+        token = meta[REVIEW_META_KEY]["token"]
+        base = {"kickoff_id": kickoff_id, "task_id": "draft", "approve": True}
+        forged = error_text(await client.call_tool("app_decide", {**base, "review_token": "0" * 32}))
+        wrong_task = error_text(
+            await client.call_tool("app_decide", {**base, "task_id": "publish", "review_token": token})
+        )
+        untouched, _ = await card(client, kickoff_id)
+        # Reject once (valid), then replay the first token against the revised output.
+        sent = await ok(client, "app_decide", {**base, "approve": False, "feedback": "again", "review_token": token})
+        assert sent.structured_content is not None
+        with anyio.fail_after(10):
+            revised, _ = await card(client, kickoff_id, wait_seconds=25, since=sent.structured_content["fingerprint"])
+        assert revised["run"]["state"] == "waiting_for_human"
+        stale = error_text(await client.call_tool("app_decide", {**base, "review_token": token}))
+        after, _ = await card(client, kickoff_id)
+    assert "out of date" in forged and "nothing was sent" in forged
+    assert "no longer waits for review of task publish" in wrong_task
+    assert untouched["run"]["decisions"] == [] and untouched["run"]["state"] == "waiting_for_human"
+    assert "out of date" in stale
+    assert [d["approve"] for d in after["run"]["decisions"]] == [False]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_app_tools_see_only_the_callers_runs(mode: str, tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'runs.db'}"
+    sim = Simulator([review_crew()], clock="manual")
+    async with sim:
+        async with connected(mode, apps=True, sim=sim, ledger=ledger) as (alice, _):
+            kickoff_id = await paused_run(alice)
+        other = Settings(owner="someone-else")
+        async with connected(mode, apps=True, sim=sim, ledger=ledger, settings=other) as (bob, _):
+            refused = error_text(await bob.call_tool("app_run_view", {"kickoff_id": kickoff_id}))
+    assert "No run with kickoff_id" in refused
