@@ -4,106 +4,17 @@ app-only tools, and the human decision they carry. The card's HTML running in a 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from hitl_support import MODES, service_factory
-from mcp import Client
-from mcp.client.extension import advertise
-from mcp.types import CallToolResult
+from apps_support import OWNER, card, connected, error_text, ok, paused_run, review_crew
+from hitl_support import MODES
 
 from crew_mcp.apps import APP_TOOLS, REVIEW_META_KEY, RUN_CARD_URI, card_html
-from crew_mcp.server import build_server
-from crew_mcp.service import CrewService
 from crew_mcp.settings import Settings
-from crew_mcp.simulator import CrewSpec, InputSpec, Simulator, TaskSpec, builtin_crews
-
-APPS = advertise("io.modelcontextprotocol/ui", {"mimeTypes": ["text/html;profile=mcp-app"]})
-OWNER = "tester"
-
-
-def review_crew() -> CrewSpec:
-    """Drafts at once (duration 0) and waits for review of the draft; the revision is instant too."""
-    return CrewSpec(
-        name="brief",
-        description="Writes a brief; a human reviews the draft",
-        inputs=[InputSpec(name="topic", description="What the brief is about")],
-        tasks=[
-            TaskSpec(id="draft", agent="Writer", duration=0, human_input=True, output="## Brief on {topic}"),
-            TaskSpec(id="publish", agent="Editor", duration=2, output="Published: {topic}"),
-        ],
-    )
-
-
-@asynccontextmanager
-async def connected(
-    mode: str, *, apps: bool, settings: Settings | None = None, sim: Simulator | None = None, ledger: str = ""
-) -> AsyncIterator[tuple[Client, list[CrewService]]]:
-    """A client (advertising MCP Apps or not) of a crew-mcp server over the simulator's crews."""
-    settings = settings or Settings(owner=OWNER)
-    if ledger:
-        settings = settings.model_copy(update={"ledger_url": ledger})
-    own_sim = sim is None
-    sim = sim or Simulator([review_crew(), *builtin_crews()], clock="manual")
-    services: list[CrewService] = []
-    factory = service_factory(sim, services)
-    if ledger:
-        factory = _ledger_factory(sim, services, ledger)
-    mcp = build_server(settings, service_factory=factory)
-    extensions: Sequence[Any] = [APPS] if apps else []
-    if own_sim:
-        async with sim, Client(mcp, mode=mode, extensions=extensions) as client:  # type: ignore[arg-type]
-            yield client, services
-    else:
-        async with Client(mcp, mode=mode, extensions=extensions) as client:  # type: ignore[arg-type]
-            yield client, services
-
-
-def _ledger_factory(sim: Simulator, services: list[CrewService], url: str) -> Any:
-    import httpx2
-
-    from crew_mcp.crews import Crew, CrewRegistry, _client, simulator_crews
-    from crew_mcp.ledger import open_ledger
-
-    async def factory(settings: Settings) -> CrewService:
-        transport = httpx2.ASGITransport(app=sim.app)
-        registry = CrewRegistry([Crew(c, _client(c, transport)) for c in simulator_crews(sim)], simulator=sim)
-        service = CrewService(settings, registry, open_ledger(url), poll_initial=0.01)
-        services.append(service)
-        return service
-
-    return factory
-
-
-async def ok(client: Client, tool: str, args: dict[str, Any]) -> CallToolResult:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    return result
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result.structured_content
-    return "".join(getattr(c, "text", "") for c in result.content)
-
-
-async def paused_run(client: Client, topic: str = "tides") -> str:
-    run = await ok(client, "kickoff_crew", {"crew": "brief", "inputs": {"topic": topic}})
-    assert run.structured_content is not None
-    kickoff_id = run.structured_content["kickoff_id"]
-    assert isinstance(kickoff_id, str)
-    return kickoff_id
-
-
-async def card(client: Client, kickoff_id: str, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(structuredContent, _meta) of app_run_view."""
-    result = await ok(client, "app_run_view", {"kickoff_id": kickoff_id, **extra})
-    assert result.structured_content is not None
-    return result.structured_content, dict(result.meta or {})
-
+from crew_mcp.simulator import Simulator
 
 # ------------------------------------------------------------------------------------------ the resource
 
@@ -289,3 +200,27 @@ async def test_app_tools_see_only_the_callers_runs(mode: str, tmp_path: Path) ->
         async with connected(mode, apps=True, sim=sim, ledger=ledger, settings=other) as (bob, _):
             refused = error_text(await bob.call_tool("app_run_view", {"kickoff_id": kickoff_id}))
     assert "No run with kickoff_id" in refused
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_card_on_a_paused_run_sees_a_decision_made_elsewhere(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crew_mcp.apps
+
+    monkeypatch.setattr(crew_mcp.apps, "PAUSED_CHECK", 0.05)  # re-read the paused run often, so the test is quick
+    async with connected(mode, apps=True) as (client, _):
+        kickoff_id = await paused_run(client)
+        view, _ = await card(client, kickoff_id)
+        seen: list[dict[str, Any]] = []
+
+        async def poll() -> None:
+            seen.append((await card(client, kickoff_id, wait_seconds=25, since=view["fingerprint"]))[0])
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                # The person answers in chat instead (model policy): the card's pending poll must notice.
+                await ok(client, "resume_with_feedback", {"kickoff_id": kickoff_id, "approve": True})
+    (moved,) = seen
+    assert moved["fingerprint"] != view["fingerprint"]
+    assert moved["run"]["state"] == "running"
+    assert [(d["by"], d["via"]) for d in moved["run"]["decisions"]] == [("model", "tool")]

@@ -64,6 +64,9 @@ REVIEW_META_KEY = "crew-mcp/review"
 APP_WAIT_MAX = 30.0
 """Longest bounded wait one ``app_run_view`` call may ask for (hosts cancel tool calls after about 60 s)."""
 
+PAUSED_CHECK = 10.0
+"""Seconds between re-reads of a paused run during one ``app_run_view`` wait."""
+
 _T = TypeVar("_T")
 
 
@@ -182,10 +185,26 @@ class RunCard(Apps):
         return self._caller(ctx)
 
     async def _status(self, kickoff_id: str, caller: Caller, wait: float, since: str) -> RunView:
-        """The run's status; with a wait, return as soon as it differs from ``since`` (or it settles)."""
+        """The run's status; with a wait, return as soon as it differs from ``since``, or when the wait is over.
+
+        A running run is watched by the service's shared poll loop. A paused one has nothing to watch there (it
+        is settled): a decision made elsewhere (chat, terminal, another card) shows up on a re-read every
+        :data:`PAUSED_CHECK` seconds.
+        """
         svc = self._service()
         if wait <= 0 or not since:
             return await svc.status(kickoff_id, caller, wait_seconds=wait)
+        deadline = anyio.current_time() + wait
+        while True:
+            remaining = deadline - anyio.current_time()
+            view = await self._changed_or_settled(svc, kickoff_id, caller, max(remaining, 0.0), since)
+            if fingerprint(view) != since or view.state != "waiting_for_human" or remaining <= 0:
+                return view
+            await anyio.sleep(min(PAUSED_CHECK, remaining))
+
+    async def _changed_or_settled(
+        self, svc: CrewService, kickoff_id: str, caller: Caller, wait: float, since: str
+    ) -> RunView:
         view: RunView | None = None
         with anyio.CancelScope() as scope:
 
