@@ -122,7 +122,7 @@ async def browser_page(site: str) -> AsyncIterator[Any]:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
-            context = await browser.new_context(viewport={"width": 720, "height": 1100}, device_scale_factor=2)
+            context = await browser.new_context(viewport={"width": 720, "height": 1100}, device_scale_factor=1.5)
             page = await context.new_page()
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))

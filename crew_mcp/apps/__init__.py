@@ -25,9 +25,11 @@ middleware=[..., card.hide_from_plain_clients])``, and ``meta=CARD_TOOL_META`` o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -70,9 +72,25 @@ PAUSED_CHECK = 10.0
 _T = TypeVar("_T")
 
 
+_INLINE = re.compile(r"/\* inline: ([a-z_]+\.(?:css|js)) \*/")
+
+
+@functools.cache
 def card_html() -> str:
-    """The card's HTML document, as shipped in the package."""
-    return resources.files(__package__).joinpath("run_card.html").read_text(encoding="utf-8")
+    """The card's one self-contained HTML document: run_card.html with its stylesheet and scripts inlined.
+
+    They are separate files in the package so each can be read (and audited) on its own; the host gets one page.
+    """
+    folder = resources.files(__package__)
+
+    def inline(match: re.Match[str]) -> str:
+        text = folder.joinpath(match.group(1)).read_text(encoding="utf-8")
+        # Either would end (or confuse) the inline <style>/<script> element early.
+        if "</" in text or "<!--" in text:
+            raise ValueError(f"{match.group(1)} cannot be inlined: it contains '</' or '<!--'")
+        return text
+
+    return _INLINE.sub(inline, folder.joinpath("run_card.html").read_text(encoding="utf-8"))
 
 
 class CardView(BaseModel):
