@@ -287,6 +287,41 @@ async def test_card_reviews_a_paused_run_rejects_with_feedback_and_approves_the_
     assert len(views) < 30, len(views)
 
 
+async def test_card_never_approves_an_output_it_did_not_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crew_mcp.apps
+
+    # The card's pending long poll must not notice the revision by itself before the click below.
+    monkeypatch.setattr(crew_mcp.apps, "PAUSED_CHECK", 1000.0)
+    expect = _expect()
+    results: list[dict[str, Any]] = []
+    async with host_site() as site, connected("auto", apps=True, crews=[brief_crew()]) as (client, _):
+        run = await ok(client, "kickoff_crew", {"crew": "market_brief", "inputs": {"market": "m", "audience": "a"}})
+        assert run.structured_content is not None
+        kickoff_id = run.structured_content["kickoff_id"]
+        status = await ok(client, "get_status", {"kickoff_id": kickoff_id})
+        tool_result = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        async with browser_page(site) as page:
+            await expose_server(page, client, results)
+            frame = await start_card(page, client, {"kickoff_id": kickoff_id}, tool_result)
+            await expect(frame.get_by_role("button", name="Approve")).to_be_enabled(timeout=UI)
+            # Meanwhile the brief is rejected in chat and revised: the card still shows the first version.
+            await ok(
+                client, "resume_with_feedback", {"kickoff_id": kickoff_id, "approve": False, "feedback": "shorter"}
+            )
+            await frame.get_by_role("button", name="Approve").click()
+            await expect(frame.locator("#notice")).to_contain_text("This card is out of date", timeout=UI)
+            await expect(frame.locator("#notice")).to_contain_text("nothing was sent")
+            # It reloads and shows the revision, with the chat decision in the history; the person decides again.
+            await expect(frame.locator("#review-output")).to_contain_text("Revised per feedback: shorter", timeout=UI)
+            await expect(frame.locator("#history-list li")).to_contain_text("the assistant, for the user")
+            await expect(frame.get_by_role("button", name="Approve")).to_be_enabled(timeout=UI)
+            await frame.get_by_role("button", name="Approve").click()
+            await expect(frame.locator("#state")).to_have_text("Completed", timeout=UI)
+        final = await card(client, kickoff_id)
+    decisions = final[0]["run"]["decisions"]
+    assert [(d["approve"], d["by"], d["via"]) for d in decisions] == [(False, "model", "tool"), (True, "human", "app")]
+
+
 EVIL = """# Heading one
 <img src=x onerror="window.parent.postMessage('pwned', '*')">
 <script>window.pwned = 1</script>

@@ -6,6 +6,7 @@ const PROTOCOL_VERSION = "2026-01-26";
 const WAIT_SECONDS = 25;      // one bounded long poll (app_run_view returns early on any change)
 const MIN_POLL_GAP_MS = 2000; // between two polls that brought nothing new
 const MAX_POLLS = 240;        // then stop following until the person asks (about 100 minutes at most)
+const REQUEST_TIMEOUT_MS = 180000;
 const ACTIVE = new Set(["running", "unknown", "waiting_for_human"]);
 const STATES = {
   running: ["Running", "info"], waiting_for_human: ["Needs your review", "warning"],
@@ -32,10 +33,19 @@ const rpc = { nextId: 1, pending: new Map() };
 
 function post(message) { window.parent.postMessage(message, "*"); }
 
-function request(method, params) {
+// A host may hold a tools/call while it asks the person to allow it, so the bound is generous; without one a lost
+// answer would leave the card "following" forever.
+function request(method, params, timeoutMs = REQUEST_TIMEOUT_MS) {
   const id = rpc.nextId++;
   return new Promise((resolve, reject) => {
-    rpc.pending.set(id, { resolve, reject });
+    const timer = setTimeout(() => {
+      rpc.pending.delete(id);
+      reject(new Error("The host did not answer " + method + " in time."));
+    }, timeoutMs);
+    rpc.pending.set(id, {
+      resolve: (value) => { clearTimeout(timer); resolve(value); },
+      reject: (error) => { clearTimeout(timer); reject(error); },
+    });
     post({ jsonrpc: "2.0", id, method, params });
   });
 }
@@ -153,15 +163,17 @@ function accept(card, meta, generation) {
   const previous = state.card;
   state.card = card;
   // A notice describes the last action; once the run has moved on it is history (the decisions list keeps it).
-  if (previous && previous.fingerprint !== card.fingerprint) showNotice("");
+  // Errors stay until the person acts (Refresh, or a new decision).
+  if (previous && previous.fingerprint !== card.fingerprint && $("notice").dataset.tone !== "danger") showNotice("");
   const waiting = card.run.state === "waiting_for_human" && card.run.pending;
   state.review = waiting && review && review.token && review.task_id === card.run.pending.task_id ? review : null;
   render(previous);
   return true;
 }
 
-async function refresh() {
+async function refresh(manual) {
   $("refresh").hidden = true;
+  if (manual) showNotice("");
   state.stopped = false;
   const id = state.card && state.card.run.kickoff_id;
   if (!id || !state.canCall) { render(state.card); return; }
@@ -447,7 +459,7 @@ document.addEventListener("click", (event) => {
 // -------------------------------------------------------------------------------------------- start
 $("approve").addEventListener("click", () => decide(true));
 $("reject").addEventListener("click", () => decide(false));
-$("refresh").addEventListener("click", () => refresh());
+$("refresh").addEventListener("click", () => refresh(true));
 $("feedback").addEventListener("input", () => {
   $("feedback-error").hidden = true;
   $("feedback").removeAttribute("aria-invalid");
