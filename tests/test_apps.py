@@ -9,8 +9,9 @@ from typing import Any
 
 import anyio
 import pytest
-from apps_support import OWNER, card, connected, error_text, ok, paused_run, review_crew
+from apps_support import APPS, OWNER, card, connected, error_text, ok, paused_run, review_crew
 from hitl_support import MODES
+from mcp import Client
 
 from crew_mcp.apps import APP_TOOLS, REVIEW_META_KEY, RUN_CARD_URI, card_html
 from crew_mcp.settings import Settings
@@ -224,3 +225,35 @@ async def test_card_on_a_paused_run_sees_a_decision_made_elsewhere(mode: str, mo
     assert moved["fingerprint"] != view["fingerprint"]
     assert moved["run"]["state"] == "running"
     assert [(d["by"], d["via"]) for d in moved["run"]["decisions"]] == [("model", "tool")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_over_streamable_http_the_card_works_for_apps_hosts_only(mode: str, tmp_path: Path) -> None:
+    from test_http import serve_crew_mcp
+
+    from crew_mcp.settings import load_settings
+    from crew_mcp.simulator import serve_simulator
+
+    sim = Simulator([review_crew()], clock="manual")
+    async with serve_simulator(sim) as sim_root:
+        config = tmp_path / "crews.toml"
+        config.write_text(f'[[crews]]\nname = "brief"\nurl = "{sim_root}/brief"\ntoken_env = "SIM_TOKEN"\n')
+        env = {"SIM_TOKEN": "sim-token", "CREW_MCP_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.db"}
+        settings = load_settings(env={**env, "CREW_MCP_APPROVAL_POLICY": "human"}, config_path=str(config))
+        async with serve_crew_mcp(settings) as root:
+            with anyio.fail_after(30):
+                async with Client(f"{root}/mcp", mode=mode) as plain:
+                    plain_tools = {t.name for t in (await plain.list_tools()).tools}
+                    kickoff_id = await paused_run(plain)
+                    refused = error_text(await plain.call_tool("app_run_view", {"kickoff_id": kickoff_id}))
+                async with Client(f"{root}/mcp", mode=mode, extensions=[APPS]) as apps:
+                    apps_tools = {t.name for t in (await apps.list_tools()).tools}
+                    _, meta = await card(apps, kickoff_id)
+                    token = meta[REVIEW_META_KEY]["token"]
+                    args = {"kickoff_id": kickoff_id, "task_id": "draft", "approve": True, "review_token": token}
+                    decided = await ok(apps, "app_decide", args)
+    assert not plain_tools & set(APP_TOOLS) and set(APP_TOOLS) <= apps_tools
+    assert "answers only hosts that render MCP Apps" in refused
+    assert decided.structured_content is not None
+    (decision,) = decided.structured_content["run"]["decisions"]
+    assert (decision["by"], decision["via"]) == ("human", "app")
