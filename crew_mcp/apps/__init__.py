@@ -10,11 +10,11 @@ The contract (also in docs/apps.md):
   ``structuredContent``.
 * App-only tools (``_meta.ui.visibility == ["app"]``), served only to clients that negotiated MCP Apps:
   ``app_run_view(kickoff_id, wait_seconds=0, since="")`` and
-  ``app_decide(kickoff_id, task_id, approve, feedback="", review_token)``, both answering a :class:`CardView`.
+  ``app_decide(kickoff_id, task_id, approve, review_token, feedback="")``, both answering a :class:`CardView`.
 * A decision sent by ``app_decide`` is recorded as ``by="human", via="app"``, so it passes the ``human`` approval
   policy. Three things establish that a person made it: hosts must keep app-only tools out of the model's tool
   list (the spec's MUST); crew-mcp lists and serves them only to clients that negotiated Apps; and the call must
-  carry the review token that :func:`app_run_view` returned in its result ``_meta`` (which hosts do not show the
+  carry the review token that ``app_run_view`` returned in its result ``_meta`` (which hosts do not show the
   model). The token is an HMAC over (owner, kickoff_id, task_id, the output under review), so it also proves
   the person saw *that* output: a revised output needs a fresh token.
 * Clients without Apps see today's tools/list and resources/list (:meth:`RunCard.hide_from_plain_clients`).
@@ -49,7 +49,16 @@ from ..models import ExecutionStatus
 from ..service import Caller, CrewService, explain
 from ..views import RunView, dump
 
-__all__ = ["APP_TOOLS", "CARD_TOOL_META", "REVIEW_META_KEY", "RUN_CARD_URI", "CardView", "RunCard", "card_html"]
+__all__ = [
+    "APP_TOOLS",
+    "CARD_TOOL_META",
+    "REVIEW_META_KEY",
+    "RUN_CARD_URI",
+    "CardView",
+    "RunCard",
+    "card_html",
+    "fingerprint",
+]
 
 RUN_CARD_URI = "ui://crew-mcp/run"
 """The run card's resource URI."""
