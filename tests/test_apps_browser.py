@@ -329,7 +329,14 @@ EVIL = """# Heading one
 [bad](javascript:alert(1)) [data](data:text/html,hi) [good](https://example.com/a?b=1)
 
 - item <i>one</i>
-- item two"""
+- item two
+  - nested <u>x</u>
+
+> quoted **note**
+
+```html
+<iframe src="https://evil.example"></iframe>
+```"""
 
 
 async def test_card_renders_crew_output_as_safe_markdown_and_opens_links_through_the_host(tmp_path: Path) -> None:
@@ -349,11 +356,15 @@ async def test_card_renders_crew_output_as_safe_markdown_and_opens_links_through
         await expect(out).to_contain_text('<img src=x onerror="window.parent.postMessage')
         await expect(out).to_contain_text("<script>window.pwned = 1</script>")
         await expect(out.locator("img, script, i, b, iframe")).to_have_count(0)
-        await expect(out.locator("strong")).to_have_text("bold")
+        await expect(out.locator("strong").first).to_have_text("bold")
         await expect(out.locator("em")).to_have_text("em")
         await expect(out.locator("del")).to_have_text("gone")
-        await expect(out.locator("code")).to_have_text("<b>code</b>")
-        await expect(out.locator("li")).to_have_count(2)
+        await expect(out.locator("p code")).to_have_text("<b>code</b>")
+        await expect(out.locator("ul > li")).to_have_count(3)
+        await expect(out.locator("ul ul > li")).to_have_text("nested <u>x</u>")
+        await expect(out.locator("blockquote strong")).to_have_text("note")
+        await expect(out.locator("pre code")).to_have_text('<iframe src="https://evil.example"></iframe>')
+        await expect(out.locator("u")).to_have_count(0)
         await expect(out.locator("a")).to_have_count(1)
         await expect(out.locator("a")).to_have_attribute("href", "https://example.com/a?b=1")
         await expect(out).to_contain_text("[bad](javascript:alert(1))")
