@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-thirdparty test-docker bundle lint typecheck check bench serve simulate clean
+.PHONY: demo test test-thirdparty test-docker test-browser bundle lint typecheck check bench serve simulate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -97,6 +97,33 @@ bundle: $(STAMP) $(MCPB)/.installed
 	PATH="$(CURDIR)/$(MCPB)/uv/bin:$$PATH" UV_CACHE_DIR="$(CURDIR)/$(MCPB)/uv-cache" \
 		$(BIN)/python scripts/check_bundle.py dist/crew-mcp-$$($(BIN)/python -c 'import json; print(json.load(open("manifests/mcpb/manifest.json"))["version"])').mcpb
 
+# Opt-in, never part of `make test`/.ci/run: the MCP App (the run card) in real headless Chromium inside a test host
+# page that speaks the app protocol with AppBridge from @modelcontextprotocol/ext-apps. Chromium is Debian's (apt,
+# needs root); Playwright (PyPI) drives it with executable_path, into .venv; AppBridge and esbuild (npm, pinned) are
+# bundled into .browser/app-bridge.js, a test-only artifact that is not committed. CREW_MCP_SCREENSHOTS=docs/images
+# refreshes the card's screenshots in the docs.
+BR := .browser
+BR_STAMP := $(BR)/.installed
+PLAYWRIGHT_VERSION := 1.65.*
+EXT_APPS_VERSION := 2.0.3
+MCP_TS_VERSION := 2.4.0
+ZOD_VERSION := 4.6.7
+ESBUILD_VERSION := 0.28.2
+
+$(BR_STAMP): $(STAMP) tests/browser/host_entry.js
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(BIN)/python -m pip install --quiet 'playwright==$(PLAYWRIGHT_VERSION)'
+	mkdir -p $(BR)/node
+	npm install --silent --no-fund --no-audit --prefix $(BR)/node \
+		@modelcontextprotocol/ext-apps@$(EXT_APPS_VERSION) @modelcontextprotocol/client@$(MCP_TS_VERSION) \
+		@modelcontextprotocol/core@$(MCP_TS_VERSION) zod@$(ZOD_VERSION) esbuild@$(ESBUILD_VERSION)
+	NODE_PATH=$(CURDIR)/$(BR)/node/node_modules $(BR)/node/node_modules/.bin/esbuild tests/browser/host_entry.js \
+		--bundle --format=iife --platform=browser --log-level=warning --outfile=$(BR)/app-bridge.js
+	touch $(BR_STAMP)
+
+test-browser: $(BR_STAMP)
+	CREW_MCP_BROWSER=1 CREW_MCP_APP_BRIDGE=$(CURDIR)/$(BR)/app-bridge.js $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check crew_mcp tests bench scripts docker manifests
 	$(BIN)/ruff check crew_mcp tests bench scripts docker manifests
@@ -117,4 +144,4 @@ simulate: $(STAMP)
 	$(BIN)/crew-mcp simulate --port 8787
 
 clean:
-	rm -rf $(VENV) $(TP) $(MCPB) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TP) $(MCPB) $(BR) build dist .pytest_cache .mypy_cache .ruff_cache

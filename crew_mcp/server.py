@@ -15,6 +15,8 @@ from mcp.server import MCPServer
 from mcp.types import Tool as MCPTool
 
 from . import __version__
+from .apps import RunCard
+from .boundary import caller
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable
@@ -82,6 +84,7 @@ def build_server(
             finally:
                 runtime.service = None
 
+    card = RunCard(service=runtime.require, caller=lambda ctx: caller(settings, ctx))
     mcp = _PortableMCPServer(
         "crew-mcp",
         title="CrewAI crews",
@@ -90,7 +93,8 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         subscriptions=runtime.subscriptions.bus,
-        middleware=[runtime.subscriptions.middleware],
+        extensions=[card],
+        middleware=[runtime.subscriptions.middleware, card.hide_from_plain_clients],
     )
     register_tools(mcp, settings, runtime)
     register_resources(mcp, settings, runtime)

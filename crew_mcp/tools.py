@@ -14,6 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from .apps import CARD_TOOL_META
 from .boundary import caller, guard, progress, result
 from .runtime import Runtime
 from .settings import Settings
@@ -52,7 +53,7 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
         """List the inputs a crew needs (with description, type, allowed values and examples) before kickoff_crew."""
         return result(await guard(rt.require().list_inputs(crew or None)))
 
-    @mcp.tool(title="Start a crew run", annotations=STARTS)
+    @mcp.tool(title="Start a crew run", annotations=STARTS, meta=CARD_TOOL_META)
     async def kickoff_crew(
         ctx: Context,
         inputs: Annotated[
@@ -73,7 +74,7 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
         work = rt.require().kickoff(crew or None, inputs, who, wait_seconds=wait_seconds, on_update=progress(ctx))
         return result(await guard(work))
 
-    @mcp.tool(title="Get a run's status", annotations=read_only)
+    @mcp.tool(title="Get a run's status", annotations=read_only, meta=CARD_TOOL_META)
     async def get_status(
         ctx: Context,
         kickoff_id: Annotated[str, Field(description="The run's kickoff_id; omit for this conversation's latest")] = "",

@@ -16,6 +16,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
 from pydantic import Field, WithJsonSchema
 
+from .apps import CARD_TOOL_META
 from .boundary import caller, guard, progress, result
 from .crews import input_config
 from .runtime import Runtime
@@ -72,6 +73,7 @@ def register_typed_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> Non
             description=f"Start the {crew} crew: {description}".rstrip(": ")
             + ". Returns the kickoff_id; follow it with get_status.",
             annotations=STARTS,
+            meta=CARD_TOOL_META,
         )
         rt.typed_tools[crew] = tool_name
 
