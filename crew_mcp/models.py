@@ -127,32 +127,32 @@ _TERMINAL = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, Executio
 class Progress(BaseModel):
     """How far a run is: tasks done of total, and what is working now."""
 
-    completed: int | None = None
-    total: int | None = None
-    current_task: str | None = None
-    current_agent: str | None = None
+    completed: int | None = Field(default=None, description="Tasks finished")
+    total: int | None = Field(default=None, description="Tasks in the run")
+    current_task: str | None = Field(default=None, description="The task working now")
+    current_agent: str | None = Field(default=None, description="The agent working now")
 
 
 class TaskOutput(BaseModel):
     """One task's result."""
 
-    task_id: str | None = None
-    output: str | None = None
-    agent: str | None = None
-    execution_time: float | None = None
+    task_id: str | None = Field(default=None, description="The task")
+    output: str | None = Field(default=None, description="What it produced")
+    agent: str | None = Field(default=None, description="The agent that did it")
+    execution_time: float | None = Field(default=None, description="Seconds it took")
 
 
 class FinalOutput(BaseModel):
     """The final result: text, the parsed JSON when there is one, and per-task results."""
 
-    text: str | None = None
+    text: str | None = Field(default=None, description="The final output as text")
     json_value: Annotated[
         dict[str, Any] | list[Any] | None,
         WithJsonSchema(
             {"anyOf": [{"type": "object"}, {"type": "array"}], "description": "The output parsed as JSON, if it is"}
         ),
     ] = Field(default=None, alias="json", serialization_alias="json")
-    tasks: list[TaskOutput] = Field(default_factory=list)
+    tasks: list[TaskOutput] = Field(default_factory=list, description="Each task's result")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -162,17 +162,17 @@ class Usage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    total_tokens: int | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    total_tokens: int | None = Field(default=None, description="Tokens used in all")
+    prompt_tokens: int | None = Field(default=None, description="Tokens sent to the models")
+    completion_tokens: int | None = Field(default=None, description="Tokens the models produced")
 
 
 class PendingHumanInput(BaseModel):
     """A task that has paused the run until a human approves or rejects its output."""
 
-    task_id: str
-    output: str | None = None
-    since: datetime | None = None
+    task_id: str = Field(description="The task whose output waits for review")
+    output: str | None = Field(default=None, description="The output to review")
+    since: datetime | None = Field(default=None, description="When the run paused for it")
 
 
 class ExecutionStatus(BaseModel):

@@ -64,13 +64,13 @@ class RecordState(StrEnum):
 class Decision(BaseModel):
     """One answer to a human-input request: who approved or rejected which task, how and when."""
 
-    task_id: str
-    approve: bool
-    feedback: str
+    task_id: str = Field(description="The task decided on")
+    approve: bool = Field(description="True: approved; false: sent back with the feedback")
+    feedback: str = Field(description="The feedback sent to the crew")
     by: Literal["model", "human", "system"] = Field(description='"system": crew-mcp itself (approval expiry)')
-    via: str = Field(description='"tool", "elicitation", "cli" or "expiry"')
-    actor: str
-    at: UTCDateTime = Field(default_factory=utcnow)
+    via: str = Field(description='"tool", "elicitation", "app", "cli" or "expiry"')
+    actor: str = Field(description="The owner or principal on whose behalf it was decided")
+    at: UTCDateTime = Field(default_factory=utcnow, description="When it was decided")
 
 
 class RunRecord(BaseModel):
