@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crew-mcp demo
 
+# Two workers (this machine has two cores) and branch coverage with the floor set in pyproject.toml.
 test: $(STAMP)
 	bash scripts/ensure-redis
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --cov --cov-report=term $(PYTEST_ARGS)
 
 # Opt-in, never part of `make test`/.ci/run: real third-party MCP clients against crew-mcp (docs/clients.md has the
 # matrix). Everything they need lives under .thirdparty/, built from the registries (PyPI, npm), one venv per
