@@ -29,6 +29,7 @@ from .ledger import Ledger, RunRecord, default_ledger_url, open_ledger, run_rete
 from .notices import Notifier
 from .runs import OnChange, OnPause, RunTracker, live
 from .settings import Settings
+from .stopping import Stopper, StopView
 from .views import (
     ApprovalList,
     CrewInputs,
@@ -76,6 +77,7 @@ class CrewService:
         )
         self.launcher = Launcher(ledger, clock, webhook_base=webhook_base, keep_input_values=settings.keep_input_values)
         self.approvals = Approvals(self.runs, settings, clock, self.guidance)
+        self.stopper = Stopper(self.runs, clock, self.guidance)
 
     def list_crews(self, typed_tools: Mapping[str, str] | None = None) -> CrewList:
         """The crews this server runs (saying when they are the built-in simulated ones)."""
@@ -193,6 +195,14 @@ class CrewService:
     async def waiting_run(self, kickoff_id: str, caller: Caller, *, task_id: str | None = None) -> RunRecord:
         """The caller's run, checked to be waiting for review (see :meth:`Approvals.waiting`)."""
         return await self.approvals.waiting(kickoff_id, caller, task_id=task_id)
+
+    async def stoppable(self, kickoff_id: str, caller: Caller) -> RunRecord:
+        """The caller's run, checked to be one that may still be stopped (see :meth:`Stopper.stoppable`)."""
+        return await self.stopper.stoppable(kickoff_id, caller)
+
+    async def cancel(self, kickoff_id: str, caller: Caller) -> StopView:
+        """Stop the caller's run at its crew and record it (see :meth:`Stopper.stop`); confirm with a person first."""
+        return await self.stopper.stop(kickoff_id, caller)
 
     async def executions(
         self,
