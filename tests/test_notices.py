@@ -11,7 +11,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -161,6 +162,41 @@ async def test_a_signature_does_not_survive_a_changed_body_or_a_wrong_secret() -
     assert not verify(SECRET.encode(), timestamp=ts, body=tampered, signature=sig, now=now)
     assert not verify(b"another-secret-0123456789", timestamp=ts, body=seen.body, signature=sig, now=now)
     assert not verify(SECRET.encode(), timestamp=str(now + 1), body=seen.body, signature=sig, now=now)
+
+
+def docs_receiver() -> Callable[..., dict[str, Any]]:
+    """``verified_notice`` from docs/notices.md, exactly as printed there."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "notices.md").read_text()
+    start = text.index("<!-- receiver-example")
+    match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
+    assert match is not None
+    namespace: dict[str, Any] = {}
+    exec(compile(match.group(1), "docs/notices.md", "exec"), namespace)
+    verified: Callable[..., dict[str, Any]] = namespace["verified_notice"]
+    return verified
+
+
+async def test_the_docs_receiver_example_accepts_real_notices_and_refuses_forgeries() -> None:
+    verified_notice = docs_receiver()
+    clock = ManualClock()
+    async with receiver() as (rx, root), in_memory("auto", settings_for(root), clock=clock) as env:
+        kid = await env.kickoff("research")
+        await env.sim.advance(3600)
+        await env.call("get_status", {"kickoff_id": kid})
+        await until(lambda: len(rx.accepted) == 1)
+    (seen,) = rx.accepted
+    now = clock.now().timestamp()
+    assert verified_notice(SECRET.encode(), seen.headers, seen.body, now)["kickoff_id"] == kid
+    assert verified_notice(SECRET.encode(), seen.headers, seen.body)["id"] == f"{kid}:write_task:1"  # wall clock
+    forgeries = [
+        (b"not-the-secret-0123456789", seen.headers, seen.body, now),
+        (SECRET.encode(), seen.headers, seen.body.replace(b"research", b"hijack"), now),
+        (SECRET.encode(), {**seen.headers, "x-crew-mcp-signature": ""}, seen.body, now),
+        (SECRET.encode(), seen.headers, seen.body, now + 301),
+    ]
+    for secret, headers, body, when in forgeries:
+        with pytest.raises(ValueError, match=r"bad signature|stale"):
+            verified_notice(secret, headers, body, when)
 
 
 async def test_a_5xx_is_retried_with_the_same_notice_each_attempt_signed_afresh() -> None:
