@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--feedback", default="", help="feedback for the crew")
     s.add_argument("--task-id", help="the waiting task (default: the one the ledger knows)")
 
+    s = sub.add_parser("cancel", help="stop a run at its crew for good (asks first)", parents=[out])
+    s.add_argument("kickoff_id")
+    s.add_argument("--yes", action="store_true", help="stop without asking (scripts; required with no terminal)")
+
     s = sub.add_parser("runs", help="list your runs, newest first", parents=[out])
     s.add_argument("--conversation")
     s.add_argument("--crew")
@@ -311,6 +315,26 @@ async def _resume(svc: CrewService, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cancel(svc: CrewService, args: argparse.Namespace) -> int:
+    import anyio
+
+    caller = _human(svc)
+    if not args.yes:
+        record = await svc.stoppable(args.kickoff_id, caller)
+        if not sys.stdin.isatty():
+            raise CLIError(f"Stopping run {args.kickoff_id} cannot be undone: add --yes to confirm.", 2)
+        sys.stderr.write(
+            f"Stop run {args.kickoff_id} of crew {record.crew} ({record.state.value})? It cannot be resumed. [y/N] "
+        )
+        sys.stderr.flush()
+        answer = await anyio.to_thread.run_sync(sys.stdin.readline)
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing was stopped.", file=sys.stderr)
+            return 1
+    _emit(args, await svc.cancel(args.kickoff_id, caller))
+    return 0
+
+
 async def _runs(svc: CrewService, args: argparse.Namespace) -> int:
     view = await svc.executions(
         _human(svc), conversation_id=args.conversation, crew=args.crew, state=args.state, limit=args.limit
@@ -341,6 +365,7 @@ _COMMANDS: dict[str, Callable[[CrewService, argparse.Namespace], Awaitable[int]]
     "kickoff": _kickoff,
     "status": _status,
     "resume": _resume,
+    "cancel": _cancel,
     "runs": _runs,
     "approvals": _approvals,
     "doctor": _doctor,

@@ -3,7 +3,7 @@
 It is the only code in crew-mcp that touches httpx2 for AMP calls, and every request goes through one
 choke point, :meth:`CrewClient._request`, which turns transport failures, non-2xx answers and malformed
 2xx bodies into the classes of :mod:`crew_mcp.errors`. Retries follow the AMP retry-safety rules:
-``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff`` and ``POST /resume``
+``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff``, ``/resume`` and ``/stop``
 retry only when the request provably never reached the service or was refused before acting (429, 503),
 because a second kickoff costs the user money.
 """
@@ -36,7 +36,15 @@ from .errors import (
     status_error,
 )
 from .inputs import encode_inputs
-from .models import ExecutionStatus, InputsResponse, KickoffResponse, ResumeRequest, ResumeResponse, WebhookUrls
+from .models import (
+    ExecutionStatus,
+    InputsResponse,
+    KickoffResponse,
+    ResumeRequest,
+    ResumeResponse,
+    StopResponse,
+    WebhookUrls,
+)
 from .normalize import normalize_status
 from .redact import Redactor
 from .retry import MAX_RETRY_AFTER, parse_retry_after, retry_hook
@@ -107,7 +115,7 @@ def validate_kickoff_id(kickoff_id: str) -> str:
 
 
 class CrewClient:
-    """Async client of one AMP crew: ``inputs``, ``kickoff``, ``status``, ``resume`` and ``health``.
+    """Async client of one AMP crew: ``inputs``, ``kickoff``, ``status``, ``resume``, ``stop`` and ``health``.
 
     One pooled :class:`httpx2.AsyncClient` serves the client's whole life; close it with :meth:`aclose`
     or ``async with``. ``transport`` replaces the network (``httpx2.ASGITransport``, ``httpx2.MockTransport``).
@@ -269,6 +277,20 @@ class CrewClient:
         with self._deadline("POST", "/resume") as deadline:
             response = await self._send("POST", "/resume", body=body, safe=False, deadline=deadline)
         return self._bodies.model(response, ResumeResponse, "POST", "/resume")
+
+    async def stop(self, kickoff_id: str) -> StopResponse:
+        """Stop a running or paused run (``POST /stop/{kickoff_id}``, a newer AMP endpoint).
+
+        Raises:
+            InvalidInputError: ``kickoff_id`` is malformed (nothing was sent).
+            BadRequestError: the run has finished (``body["detail"]`` names its state).
+            APIStatusError: 404 or 405 from a deployment without the endpoint; 404 also for an unknown run.
+            CrewAPIError: a subclass for any other failure.
+        """
+        path = f"/stop/{validate_kickoff_id(kickoff_id)}"
+        with self._deadline("POST", "/stop") as deadline:
+            response = await self._send("POST", path, safe=False, deadline=deadline)
+        return self._bodies.model(response, StopResponse, "POST", path)
 
     async def health(self) -> str:
         """The body of ``GET /`` (``Healthy``): a cheap check of the URL and the token.

@@ -26,6 +26,7 @@ __all__ = [
     "Progress",
     "ResumeRequest",
     "ResumeResponse",
+    "StopResponse",
     "TaskOutput",
     "Usage",
     "WebhookUrls",
@@ -94,6 +95,13 @@ class ResumeResponse(_Wire):
 
     status: str | None = None
     message: str | None = None
+
+
+class StopResponse(_Wire):
+    """Body of a successful ``POST /stop/{kickoff_id}``: ``{"status": "stopped", "kickoffId": ...}``."""
+
+    status: str | None = None
+    kickoff_id: str | None = Field(default=None, alias="kickoffId")
 
 
 class ErrorBody(_Wire):

@@ -18,17 +18,19 @@ from .client import validate_kickoff_id
 from .clock import Clock
 from .crews import CrewRegistry
 from .identity import Caller
-from .ledger import Decision, Ledger, RecordState, RunRecord
+from .ledger import Decision, Ledger, RecordState, RunRecord, Stop
 from .models import ExecutionState, ExecutionStatus, PendingHumanInput
 from .normalize import normalize_status
 from .watch import POLL_INITIAL, Observation, OnUpdate, StatusHub
 
-__all__ = ["FINISHED_CACHE", "RESAVE_AFTER", "OnChange", "RunTracker", "live", "shown"]
+__all__ = ["FINISHED_CACHE", "RESAVE_AFTER", "OnChange", "OnPause", "RunTracker", "live", "shown"]
 
 logger = logging.getLogger(__name__)
 
 OnChange = Callable[[str], Awaitable[None]]
 """Told the kickoff_id of a run whose state, progress or pending task changed (subscriptions)."""
+OnPause = Callable[[RunRecord], None]
+"""Told, synchronously, of a saved record that waits for review now (reviewer notices); it must not block."""
 
 FINISHED_CACHE = 1024
 """How many finished records a tracker keeps in memory (they never change)."""
@@ -46,6 +48,7 @@ class RunTracker:
         registry: the crews, to read a run's status from its crew.
         clock: stamps and poll intervals.
         on_change: told about every change subscribers should hear of.
+        on_pause: told of every save that left the run waiting for review (a repeat is possible: it dedupes).
         poll_initial: the poll loop's first interval in seconds.
     """
 
@@ -56,6 +59,7 @@ class RunTracker:
         clock: Clock,
         *,
         on_change: OnChange | None = None,
+        on_pause: OnPause | None = None,
         poll_initial: float = POLL_INITIAL,
     ) -> None:
         self.ledger = ledger
@@ -63,6 +67,7 @@ class RunTracker:
         self.clock = clock
         self.hub = StatusHub(self.refresh, clock, initial=poll_initial)
         self._on_change = on_change
+        self._on_pause = on_pause
         self._finished: OrderedDict[str, RunRecord] = OrderedDict()
 
     async def find(self, kickoff_id: str | None, caller: Caller) -> RunRecord:
@@ -130,6 +135,7 @@ class RunTracker:
                 self._remember(saved)
                 if _state_changed(record, upstream):
                     await self._tell(record.kickoff_id)
+                    self._paused(saved)
                 record = saved
         return Observation(_merge_pending(upstream, record), record)
 
@@ -147,6 +153,8 @@ class RunTracker:
             task_id = _text(payload.get("task_id") or payload.get("name")) or "unknown"
             pending = PendingHumanInput(task_id=task_id, output=_text(payload.get("output")), since=self.clock.now())
             saved = await self.ledger.set_pending(kickoff_id, pending, now=self.clock.now())
+            if saved is not None:
+                self._paused(saved)
         elif kind == "crew":
             status = _crew_webhook_status(kickoff_id, payload)
             saved = await self.ledger.save_status(kickoff_id, status, now=self.clock.now())
@@ -167,6 +175,23 @@ class RunTracker:
         self.hub.push(kickoff_id)
         await self._tell(kickoff_id)
         return saved
+
+    async def stopped(self, kickoff_id: str, stop: Stop) -> RunRecord | None:
+        """Record a stop the crew answered; a carried-out one ends the run's watch at once with ``cancelled``.
+
+        Raises:
+            LedgerError: the stop could not be saved.
+        """
+        saved = await self.ledger.add_stop(kickoff_id, stop, now=self.clock.now())
+        if saved is not None:
+            self._remember(saved)
+            self.hub.push(kickoff_id, Observation(shown(saved), saved))
+        await self._tell(kickoff_id)
+        return saved
+
+    def _paused(self, saved: RunRecord) -> None:
+        if self._on_pause is not None and saved.state is RecordState.WAITING_FOR_HUMAN and saved.pending is not None:
+            self._on_pause(saved)
 
     async def _tell(self, kickoff_id: str) -> None:
         if self._on_change is not None:

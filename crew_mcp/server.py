@@ -17,6 +17,7 @@ from mcp.types import Tool as MCPTool
 from . import __version__
 from .apps import RunCard
 from .boundary import caller
+from .cancel import register_cancel_tool
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable
@@ -97,6 +98,7 @@ def build_server(
         middleware=[runtime.subscriptions.middleware, card.hide_from_plain_clients],
     )
     register_tools(mcp, settings, runtime)
+    register_cancel_tool(mcp, settings, runtime)
     register_resources(mcp, settings, runtime)
     register_typed_tools(mcp, settings, runtime)
     return mcp

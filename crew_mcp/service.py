@@ -26,8 +26,10 @@ from .identity import Caller
 from .inputs import InputInfo, validate_inputs
 from .kickoff import Launcher
 from .ledger import Ledger, RunRecord, default_ledger_url, open_ledger, run_retention, sqlite_path
-from .runs import OnChange, RunTracker, live
+from .notices import Notifier
+from .runs import OnChange, OnPause, RunTracker, live
 from .settings import Settings
+from .stopping import Stopper, StopView
 from .views import (
     ApprovalList,
     CrewInputs,
@@ -60,6 +62,7 @@ class CrewService:
         *,
         webhook_base: str | None = None,
         on_change: OnChange | None = None,
+        on_pause: OnPause | None = None,
         poll_initial: float = POLL_INITIAL,
     ) -> None:
         self.settings = settings
@@ -69,9 +72,12 @@ class CrewService:
         self.webhook_base = webhook_base
         wait = min(30, int(settings.wait_cap_seconds))
         self.guidance = Guidance(approval_policy=settings.approval_policy, wait_seconds=wait)
-        self.runs = RunTracker(ledger, registry, clock, on_change=on_change, poll_initial=poll_initial)
+        self.runs = RunTracker(
+            ledger, registry, clock, on_change=on_change, on_pause=on_pause, poll_initial=poll_initial
+        )
         self.launcher = Launcher(ledger, clock, webhook_base=webhook_base, keep_input_values=settings.keep_input_values)
         self.approvals = Approvals(self.runs, settings, clock, self.guidance)
+        self.stopper = Stopper(self.runs, clock, self.guidance)
 
     def list_crews(self, typed_tools: Mapping[str, str] | None = None) -> CrewList:
         """The crews this server runs (saying when they are the built-in simulated ones)."""
@@ -190,6 +196,14 @@ class CrewService:
         """The caller's run, checked to be waiting for review (see :meth:`Approvals.waiting`)."""
         return await self.approvals.waiting(kickoff_id, caller, task_id=task_id)
 
+    async def stoppable(self, kickoff_id: str, caller: Caller) -> RunRecord:
+        """The caller's run, checked to be one that may still be stopped (see :meth:`Stopper.stoppable`)."""
+        return await self.stopper.stoppable(kickoff_id, caller)
+
+    async def cancel(self, kickoff_id: str, caller: Caller) -> StopView:
+        """Stop the caller's run at its crew and record it (see :meth:`Stopper.stop`); confirm with a person first."""
+        return await self.stopper.stop(kickoff_id, caller)
+
     async def executions(
         self,
         caller: Caller,
@@ -240,11 +254,15 @@ async def open_service(
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval.
     """
+    problem = settings.notify_problem()
+    if problem:  # before anything is opened
+        raise e.ConfigError(problem)
     clock = clock or SystemClock()
     url = settings.ledger_url or default_ledger_url()
     state = sqlite_path(url).parent / "simulator.db" if ledger is None and url.startswith("sqlite:") else None
     registry = build_registry(settings, transport=transport, simulator=simulator, simulator_state=state)
     store = ledger or open_ledger(url)
+    notifier = Notifier.from_settings(settings, store, clock)
     service = CrewService(
         settings,
         registry,
@@ -252,6 +270,7 @@ async def open_service(
         clock,
         webhook_base=webhook_base,
         on_change=on_change,
+        on_pause=notifier.paused if notifier else None,
         poll_initial=poll_initial,
     )
     # Entered by hand and left with no exception: an error in the caller's block must reach the caller as
@@ -261,10 +280,14 @@ async def open_service(
         await service.runs.hub.__aenter__()
         await background.__aenter__()
         background.start_soon(_retention, service)
+        if notifier is not None:
+            background.start_soon(notifier.run)
         sim = registry.simulator
         if sim is not None and sim.clock == "wall":
             background.start_soon(sim.run_clock)
         yield service
+        if notifier is not None:  # a CLI command that saw a pause exits at once: let its notice go out first
+            await notifier.drain()
     finally:
         background.cancel_scope.cancel()
         await background.__aexit__(None, None, None)

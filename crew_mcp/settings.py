@@ -28,6 +28,8 @@ ENV_PREFIX = "CREW_MCP_"
 OFFICIAL_URL_ENV = "MCP_CREWAI_ENTERPRISE_SERVER_URL"
 OFFICIAL_TOKEN_ENV = "MCP_CREWAI_ENTERPRISE_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
 CREW_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+NOTIFY_SECRET_MIN = 16
+"""The shortest reviewer-notice signing secret accepted."""
 
 _JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array")
 JSONValue = Annotated[Any, WithJsonSchema({"anyOf": [{"type": t} for t in _JSON_TYPES]})]
@@ -107,6 +109,10 @@ class Settings(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     owner: str | None = None
     simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+    notify_slack_url: SecretStr | None = None
+    notify_excerpt_chars: int = Field(default=500, ge=0, le=2800)
     auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @field_validator("public_url")
@@ -117,6 +123,32 @@ class Settings(_Strict):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
+
+    @field_validator("notify_webhook_url")
+    @classmethod
+    def _notify_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v or None
+
+    @field_validator("notify_slack_url")
+    @classmethod
+    def _slack_url(cls, v: SecretStr | None) -> SecretStr | None:
+        # The URL is itself the credential: the message never repeats it. Plain http only to this machine (tests).
+        url = v.get_secret_value() if v is not None else ""
+        if url and not re.match(r"^(https://[^\s/]+|http://(127\.0\.0\.1|localhost|\[::1\])[:/])", url):
+            raise ValueError("must be the https:// incoming-webhook URL Slack gave you")
+        return v if url else None
+
+    def notify_problem(self) -> str | None:
+        """Why the reviewer-notice settings are unusable, or None when they are fine."""
+        secret = self.notify_webhook_secret.get_secret_value() if self.notify_webhook_secret else ""
+        if self.notify_webhook_url and len(secret) < NOTIFY_SECRET_MIN:
+            return (
+                f"CREW_MCP_NOTIFY_WEBHOOK_URL needs CREW_MCP_NOTIFY_WEBHOOK_SECRET, at least {NOTIFY_SECRET_MIN} "
+                "characters (e.g. `openssl rand -hex 32`): receivers check each notice's HMAC signature with it."
+            )
+        return None
 
     @property
     def simulated(self) -> bool:
@@ -139,6 +171,10 @@ _ENV_FIELDS: dict[str, str] = {
     "LOG_LEVEL": "log_level",
     "OWNER": "owner",
     "SIMULATOR_TIME_SCALE": "simulator_time_scale",
+    "NOTIFY_WEBHOOK_URL": "notify_webhook_url",
+    "NOTIFY_WEBHOOK_SECRET": "notify_webhook_secret",
+    "NOTIFY_SLACK_URL": "notify_slack_url",
+    "NOTIFY_EXCERPT_CHARS": "notify_excerpt_chars",
 }
 
 
@@ -273,6 +309,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
     if dupes:
         raise ConfigError(f"Invalid configuration in {source}: crew names must be unique; repeated: {', '.join(dupes)}")
     _auth_resource(settings, source)
+    problem = settings.notify_problem()
+    if problem:
+        raise ConfigError(f"Invalid configuration in {source}: {problem}")
     return settings
 
 

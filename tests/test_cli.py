@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from sim_support import sink
 
 from crew_mcp.cli import main
 from crew_mcp.ledger import open_ledger
@@ -254,3 +255,39 @@ def test_cli_start_up_imports_neither_mcp_nor_redis_simulator_or_uvicorn(argv: S
     heavy = {m for m in imported if m.split(".")[0] in {"redis", "uvicorn", "mcp", "httpx2"}}
     heavy |= {m for m in imported if m.startswith("crew_mcp.simulator")}
     assert heavy == set()
+
+
+async def test_cancel_without_a_terminal_needs_yes_then_stops_the_run_as_a_human(cli: Cli) -> None:
+    kickoff_id = (await cli("--json", "kickoff", "research", "topic=tides")).json()["kickoff_id"]
+    await cli.sim.advance(5)
+
+    unconfirmed = one_line_error(await cli("cancel", kickoff_id), 2)
+    assert "cannot be undone: add --yes" in unconfirmed
+    assert cli.sim.count("research", "POST", "/stop") == 0
+
+    stopped = await cli("--json", "cancel", kickoff_id, "--yes")
+    assert stopped.code == 0, stopped.err
+    view = stopped.json()
+    assert view["stopped"] is True and view["stopped_by"] == "human via cli" and view["run"]["state"] == "cancelled"
+    assert cli.sim.executions[kickoff_id].state == "REVOKED"
+
+    shown = (await cli("--json", "status", kickoff_id)).json()
+    assert shown["state"] == "cancelled" and shown["message"].startswith("Stopped by alice (human via cli)")
+    again = one_line_error(await cli("cancel", kickoff_id, "--yes"), 1)
+    assert "has already been stopped" in again
+    assert cli.sim.count("research", "POST", "/stop") == 1
+
+
+async def test_a_pause_a_cli_command_sees_is_noticed_once_before_the_command_exits(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with sink() as (receiver, root):
+        monkeypatch.setenv("CREW_MCP_NOTIFY_WEBHOOK_URL", f"{root}/notices")
+        monkeypatch.setenv("CREW_MCP_NOTIFY_WEBHOOK_SECRET", "cli-notice-secret-0123456789")
+        kickoff_id = (await cli("--json", "kickoff", "research", "topic=tides")).json()["kickoff_id"]
+        await cli.sim.advance(5)
+        assert (await cli("--json", "status", kickoff_id)).json()["state"] == "waiting_for_human"
+        assert [body["id"] for _, _, body in receiver.received] == [f"{kickoff_id}:write_task:1"]
+        await cli("approvals")
+        await cli("status", kickoff_id)  # later commands, each a new service on the same ledger: no repeat
+        assert len(receiver.received) == 1

@@ -21,8 +21,10 @@ from crew_mcp.ledger import (
     Ledger,
     RecordState,
     RunRecord,
+    Stop,
     default_ledger_url,
     open_ledger,
+    pause_key,
     run_retention,
     sqlite_path,
 )
@@ -283,6 +285,66 @@ async def test_a_system_decision_made_on_approval_expiry_is_stored_as_given(ledg
     await ledger.add_decision("k-1", auto)
     stored = await ledger.get("k-1", owner="alice")
     assert stored is not None and stored.decisions == [auto] and stored.pending is None
+
+
+# ------------------------------------------------------------------------------- stops and reviewer notices
+
+
+async def test_a_stop_is_recorded_and_one_carried_out_cancels_the_run_and_clears_its_pause(ledger: Ledger) -> None:
+    await started(ledger, 1)
+    await ledger.save_status("k-1", status(1, ExecutionState.RUNNING))
+    await ledger.set_pending("k-1", PendingHumanInput(task_id="review"))
+    refused = Stop(result="unsupported", detail="HTTP 405", by="model", via="tool", actor="alice", at=T0)
+    kept = await ledger.add_stop("k-1", refused, now=T0)
+    assert kept is not None and kept.state is RecordState.WAITING_FOR_HUMAN and kept.stops == [refused]
+
+    done = Stop(result="stopped", by="human", via="cli", actor="alice", at=T0 + timedelta(seconds=5))
+    stopped = await ledger.add_stop("k-1", done, now=T0 + timedelta(seconds=5))
+
+    assert stopped is not None and stopped == await ledger.get("k-1", owner="alice")
+    assert stopped.state is RecordState.CANCELLED and stopped.pending is None
+    assert stopped.status is not None and stopped.status.terminal and stopped.status.raw_state == "stopped"
+    assert stopped.status.message == "Stopped by alice (human via cli) at 2026-01-05T09:00:05+00:00"
+    assert stopped.stops == [refused, done]
+    assert await ledger.pending_approvals(owner="alice") == []
+    assert await ledger.add_stop("k-404", done) is None
+
+
+async def test_a_notice_is_claimed_once_per_pause_and_only_while_the_run_waits_in_it(ledger: Ledger) -> None:
+    await started(ledger, 1)
+    assert not await ledger.claim_notice("k-1", "k-1:review:1")  # not waiting yet
+    waiting = await ledger.set_pending("k-1", PendingHumanInput(task_id="review"))
+    assert waiting is not None and pause_key(waiting) == "k-1:review:1"
+
+    assert await ledger.claim_notice("k-1", "k-1:review:1")
+    assert not await ledger.claim_notice("k-1", "k-1:review:1")
+    assert not await ledger.claim_notice("k-1", "k-1:review:2")  # not the pause the run is in
+
+    await ledger.add_decision("k-1", decision(approve=False))
+    assert not await ledger.claim_notice("k-1", "k-1:review:1")  # decided: no late notice
+    again = await ledger.set_pending("k-1", PendingHumanInput(task_id="review"))
+    assert again is not None and pause_key(again) == "k-1:review:2"  # the re-run task pauses anew
+    assert await ledger.claim_notice("k-1", "k-1:review:2")
+    stored = await ledger.get("k-1", owner=None)
+    assert stored is not None and stored.notified == ["k-1:review:1", "k-1:review:2"]
+    assert not await ledger.claim_notice("k-404", "k-404:review:1")
+
+
+async def test_concurrent_claims_of_one_pause_from_two_handles_grant_exactly_one(open_handle: OpenLedger) -> None:
+    one, two = await open_handle(), await open_handle()
+    await started(one, 1)
+    await one.set_pending("k-1", PendingHumanInput(task_id="review"))
+    granted: list[bool] = []
+
+    async def claim(handle: Ledger) -> None:
+        granted.append(await handle.claim_notice("k-1", "k-1:review:1"))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(claim, (one, two)[i % 2])
+
+    assert sorted(granted) == [False] * 19 + [True]
 
 
 # ------------------------------------------------------------------------------------------- listings

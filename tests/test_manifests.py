@@ -38,6 +38,7 @@ STATIC_TOOLS = {
     "kickoff_crew",
     "get_status",
     "resume_with_feedback",
+    "cancel_run",
     "list_executions",
     "list_pending_approvals",
 }

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger.base import Ledger, LedgerBase
-from crew_mcp.ledger.records import Decision, RecordState, RunRecord, check_prune_args, utcnow
+from crew_mcp.ledger.records import Decision, RecordState, RunRecord, Stop, check_prune_args, pause_key, utcnow
 
 if TYPE_CHECKING:
     from crew_mcp.clock import Clock
@@ -34,8 +34,10 @@ __all__ = [
     "LedgerBase",
     "RecordState",
     "RunRecord",
+    "Stop",
     "default_ledger_url",
     "open_ledger",
+    "pause_key",
     "run_retention",
     "sqlite_path",
     "utcnow",

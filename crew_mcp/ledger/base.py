@@ -17,9 +17,12 @@ from crew_mcp.ledger.records import (
     Decision,
     RecordState,
     RunRecord,
+    Stop,
+    apply_claim,
     apply_decision,
     apply_pending,
     apply_status,
+    apply_stop,
     is_pending_approval,
     utcnow,
 )
@@ -72,6 +75,15 @@ class Ledger(Protocol):
         self, kickoff_id: str, decision: Decision, *, now: datetime | None = None
     ) -> RunRecord | None:
         """Append a resume decision and clear the pending human input."""
+        ...
+
+    async def add_stop(self, kickoff_id: str, stop: Stop, *, now: datetime | None = None) -> RunRecord | None:
+        """Append a stop the crew answered; a carried-out stop makes the run ``cancelled``."""
+        ...
+
+    async def claim_notice(self, kickoff_id: str, key: str) -> bool:
+        """Atomically claim the reviewer notice of pause ``key`` (see ``pause_key``); True only for the one caller,
+        in any process sharing this ledger, that may send it, and only while the run still waits in that pause."""
         ...
 
     async def list(
@@ -158,3 +170,21 @@ class LedgerBase:
     ) -> RunRecord | None:
         """Append a decision and clear the pending human input, as of ``now``."""
         return await self._update_kickoff(kickoff_id, lambda r: apply_decision(r, decision, now or utcnow()))
+
+    async def add_stop(self, kickoff_id: str, stop: Stop, *, now: datetime | None = None) -> RunRecord | None:
+        """Append a stop the crew answered, as of ``now`` (see :func:`~crew_mcp.ledger.records.apply_stop`)."""
+        return await self._update_kickoff(kickoff_id, lambda r: apply_stop(r, stop, now or utcnow()))
+
+    async def claim_notice(self, kickoff_id: str, key: str) -> bool:
+        """Claim the reviewer notice of pause ``key`` inside the backend's atomic read-modify-write (SQLite's write
+        lock, Redis's WATCH/MULTI), so two replicas, or a process and its restart, never both send it."""
+        claimed = False
+
+        def claim(record: RunRecord) -> RunRecord:
+            nonlocal claimed  # the last run of ``claim`` is the one stored (Redis replays it on a conflict)
+            updated = apply_claim(record, key)
+            claimed = updated is not None
+            return updated or record
+
+        await self._update_kickoff(kickoff_id, claim)
+        return claimed

@@ -14,22 +14,26 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from crew_mcp.errors import LedgerError
-from crew_mcp.models import ExecutionState, ExecutionStatus, PendingHumanInput, WebhookUrls
+from crew_mcp.models import ExecutionState, ExecutionStatus, PendingHumanInput, Progress, WebhookUrls
 
 __all__ = [
     "Decision",
     "RecordState",
     "RunRecord",
+    "Stop",
+    "apply_claim",
     "apply_confirm",
     "apply_decision",
     "apply_failed",
     "apply_pending",
     "apply_status",
+    "apply_stop",
     "check_prune_args",
     "is_pending_approval",
     "matches",
     "micros",
     "newest_first_key",
+    "pause_key",
     "utcnow",
 ]
 
@@ -73,6 +77,23 @@ class Decision(BaseModel):
     at: UTCDateTime = Field(default_factory=utcnow, description="When it was decided")
 
 
+StopResult = Literal["stopped", "already_ended", "refused", "unsupported"]
+
+
+class Stop(BaseModel):
+    """One request to stop a run (``POST /stop``) that the crew answered: who asked, how, when, and what came of it."""
+
+    result: StopResult = Field(
+        description='"stopped"; "already_ended" (it had finished first); "refused" (the crew said no); '
+        '"unsupported" (the deployment has no stop endpoint)'
+    )
+    detail: str = Field(default="", description="The crew's own words, when it said more")
+    by: Literal["model", "human", "system"] = Field(description="Who asked: the model, a person, or crew-mcp")
+    via: str = Field(description='"tool", "elicitation", "cli", ...')
+    actor: str = Field(description="The owner or principal on whose behalf it was asked")
+    at: UTCDateTime = Field(default_factory=utcnow, description="When the crew answered")
+
+
 class RunRecord(BaseModel):
     """Everything the ledger knows about one run.
 
@@ -98,6 +119,10 @@ class RunRecord(BaseModel):
     pending: PendingHumanInput | None = None
     decisions: builtins.list[Decision] = Field(default_factory=builtins.list)
     error: str | None = None
+    stops: builtins.list[Stop] = Field(default_factory=builtins.list)
+    notified: builtins.list[str] = Field(
+        default_factory=builtins.list, description="The pauses (pause_key) a reviewer notice was sent for"
+    )
 
 
 def apply_confirm(record: RunRecord, kickoff_id: str, now: datetime) -> RunRecord:
@@ -173,6 +198,51 @@ def apply_decision(record: RunRecord, decision: Decision, now: datetime) -> RunR
     if record.state is RecordState.WAITING_FOR_HUMAN:
         update["state"] = RecordState.RUNNING
     return record.model_copy(update=update)
+
+
+def apply_stop(record: RunRecord, stop: Stop, now: datetime) -> RunRecord:
+    """The record with ``stop`` appended; a stop the crew carried out makes the run ``cancelled`` at once.
+
+    The crew's status API may say so only a little later (or, in the documented shape, never): the ledger
+    records what the crew answered, so the run shows cancelled from the moment it was stopped.
+    """
+    update: dict[str, Any] = {"stops": [*record.stops, stop], "updated_at": now}
+    if stop.result == "stopped":
+        last = record.status
+        when = stop.at.isoformat(timespec="seconds")
+        update.update(
+            state=RecordState.CANCELLED,
+            pending=None,
+            status_fetched_at=now,
+            status=ExecutionStatus(
+                kickoff_id=record.kickoff_id or record.request_id,
+                state=ExecutionState.CANCELLED,
+                raw_state="stopped",
+                message=f"Stopped by {stop.actor} ({stop.by} via {stop.via}) at {when}",
+                progress=last.progress if last is not None else Progress(),
+                usage=last.usage if last is not None else None,
+            ),
+        )
+    return record.model_copy(update=update)
+
+
+def pause_key(record: RunRecord) -> str | None:
+    """The identity of the pause the run waits in, ``{kickoff_id}:{task_id}:{attempt}``, or None when it waits for
+    nothing. The attempt counts the decisions already given on that task, so a rejected task that pauses again is a
+    new pause, the same in every process that reads the record."""
+    if not is_pending_approval(record) or record.kickoff_id is None or record.pending is None:
+        return None
+    task = record.pending.task_id
+    attempt = 1 + sum(1 for d in record.decisions if d.task_id == task)
+    return f"{record.kickoff_id}:{task}:{attempt}"
+
+
+def apply_claim(record: RunRecord, key: str) -> RunRecord | None:
+    """The record with the reviewer notice of pause ``key`` claimed, or None when it may not be sent: it was claimed
+    before (by this process, another replica, or before a restart), or the run no longer waits in that pause."""
+    if key in record.notified or pause_key(record) != key:
+        return None
+    return record.model_copy(update={"notified": [*record.notified, key]})
 
 
 def is_pending_approval(record: RunRecord) -> bool:
