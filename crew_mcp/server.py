@@ -17,7 +17,7 @@ from mcp.types import Tool as MCPTool
 from . import __version__
 from .resources import register_resources
 from .runtime import Runtime
-from .schema import portable
+from .schema import portable, valid_defaults
 from .service import CrewService, open_service
 from .settings import Settings
 from .tools import register_tools
@@ -42,19 +42,20 @@ SIMULATED_NOTE = (
 
 
 class _PortableMCPServer(MCPServer):
-    """MCPServer whose published output schemas are portable (see :mod:`crew_mcp.schema`); computed once."""
+    """MCPServer whose published schemas are portable, with valid defaults (see :mod:`crew_mcp.schema`); computed
+    once per tool."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._portable: dict[str, dict[str, Any]] = {}
+        self._published: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
 
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
         for tool in tools:
-            if tool.output_schema is not None:
-                if tool.name not in self._portable:
-                    self._portable[tool.name] = portable(tool.output_schema)
-                tool.output_schema = self._portable[tool.name]
+            if tool.name not in self._published:
+                output = portable(tool.output_schema) if tool.output_schema is not None else None
+                self._published[tool.name] = (valid_defaults(tool.input_schema), output)
+            tool.input_schema, tool.output_schema = self._published[tool.name]
         return tools
 
 
