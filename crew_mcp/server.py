@@ -12,9 +12,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult
 from mcp.types import Tool as MCPTool
+from pydantic import ValidationError
 
 from . import __version__
+from .arguments import describe_invalid_arguments
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable, valid_defaults
@@ -57,6 +62,21 @@ class _PortableMCPServer(MCPServer):
                 self._published[tool.name] = (valid_defaults(tool.input_schema), output)
             tool.input_schema, tool.output_schema = self._published[tool.name]
         return tools
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call a tool; arguments that do not fit its parameters are reported as one sentence (no pydantic text)."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # The SDK raises the arguments' ValidationError as the direct cause, before the tool runs; anything a
+            # tool or resolver raised arrives wrapped once more and is left as it is.
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            schema = next((t.input_schema for t in await self.list_tools() if t.name == name), None)
+            raise ToolError(describe_invalid_arguments(name, cause, schema)) from cause
 
 
 def build_server(
