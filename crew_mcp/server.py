@@ -96,6 +96,11 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Runtime]:
+        if runtime.service is not None:
+            # Entered again while running: the HTTP+SSE transport enters it per connection; every connection
+            # shares the one service (its ledger, poll loops and subscriptions).
+            yield runtime
+            return
         async with opener(settings, webhook_base=webhook_base, on_change=runtime.subscriptions.notify) as service:
             runtime.service = service
             try:
