@@ -24,6 +24,8 @@ from pydantic import BaseModel
 from . import errors as e
 from .identity import DEFAULT_CONVERSATION, Caller, Decider, default_owner
 from .models import ExecutionState, ExecutionStatus
+from .runlog import run_events
+from .runtime import Runtime
 from .settings import Settings
 from .views import dump
 
@@ -90,6 +92,20 @@ def caller(
 
 
 def progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:
+    """Report a run's progress to the calling client, and its events as log messages (:mod:`crew_mcp.runlog`)."""
+    report = _progress(ctx)
+    runtime = ctx.request_context.lifespan_context
+    log = run_events(ctx, runtime.log_levels) if isinstance(runtime, Runtime) else None
+
+    async def observe(status: ExecutionStatus) -> None:
+        await report(status)
+        if log is not None:
+            await log(status)
+
+    return observe
+
+
+def _progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:
     """Report a run's progress to the calling client (tasks done of total, state, current task and agent).
 
     The protocol requires each notification of one request to carry a larger value than the one before, and a

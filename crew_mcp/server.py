@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .arguments import describe_invalid_arguments
+from .completions import register_completions
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable, valid_defaults
@@ -116,9 +117,10 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         subscriptions=runtime.subscriptions.bus,
-        middleware=[runtime.subscriptions.middleware],
+        middleware=[runtime.subscriptions.middleware, runtime.log_levels.middleware],
     )
     register_tools(mcp, settings, runtime)
     register_resources(mcp, settings, runtime)
     register_typed_tools(mcp, settings, runtime)
+    register_completions(mcp, settings, runtime)
     return mcp
