@@ -26,6 +26,7 @@ from .runtime import Runtime
 from .schema import portable, valid_defaults
 from .service import CrewService, open_service
 from .settings import Settings
+from .stdio import screened_stdio
 from .tools import register_tools
 from .typed_tools import register_typed_tools
 
@@ -63,6 +64,13 @@ class _PortableMCPServer(MCPServer):
                 self._published[tool.name] = (valid_defaults(tool.input_schema), output)
             tool.input_schema, tool.output_schema = self._published[tool.name]
         return tools
+
+    async def run_stdio_async(self) -> None:
+        """Serve stdio, answering every line, even one the SDK's reader would drop (see :mod:`crew_mcp.stdio`)."""
+        # The SDK's own run_stdio_async, with the screened transport; the low-level server has no public accessor.
+        server = self._lowlevel_server
+        async with screened_stdio() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
