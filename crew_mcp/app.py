@@ -1,8 +1,10 @@
-"""Streamable HTTP: the MCP endpoint at ``/mcp``, ``/healthz``, and the webhook receiver.
+"""HTTP: the MCP endpoint at ``/mcp``, the deprecated HTTP+SSE transport, ``/healthz``, and the webhook receiver.
 
 Both protocol eras are served: 2025-11-25 clients get stateful sessions (``Mcp-Session-Id``), 2026-07-28
-clients send self-contained requests. Only loopback addresses are bound until remote authentication
-exists (see the README).
+clients send self-contained requests. Hosts and gateways that speak only the 2024-11-05 HTTP+SSE transport
+open ``GET /sse`` and post to the ``/messages/`` endpoint it names; those routes have the same Host/Origin
+checks and body limit as ``/mcp`` and share the one running service. Only loopback addresses are bound until
+remote authentication exists (see the README).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from .service import open_service
 from .settings import Settings
 from .webhooks import webhook_routes
 
-__all__ = ["build_app", "serve_http"]
+__all__ = ["MESSAGES_PATH", "SSE_PATH", "build_app", "serve_http"]
+
+SSE_PATH = "/sse"
+MESSAGES_PATH = "/messages/"
 
 
 def build_app(
@@ -38,6 +43,9 @@ def build_app(
     webhook_base = settings.public_url or (local_base if settings.simulated else None)
     mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base, opener=opener)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
+    # The SDK's SSE app, for its routes only (GET /sse, POST /messages/); it arms the same loopback Host/Origin
+    # allowlist as /mcp for a loopback host.
+    sse_routes = mcp.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, host=host).routes
 
     async def healthz(_: Request) -> Response:
         ready = runtime.service is not None
@@ -53,6 +61,7 @@ def build_app(
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     if webhook_base is not None:
         routes += webhook_routes(lambda: runtime.service)
+    routes += sse_routes
     routes.append(Mount("/", app=mcp_app))
     return Starlette(routes=routes, lifespan=lifespan)
 

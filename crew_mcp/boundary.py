@@ -10,6 +10,7 @@ the protocol's "not found" (-32602).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,7 +23,9 @@ from pydantic import BaseModel
 
 from . import errors as e
 from .identity import DEFAULT_CONVERSATION, Caller, Decider, default_owner
-from .models import ExecutionStatus
+from .models import ExecutionState, ExecutionStatus
+from .runlog import run_events
+from .runtime import Runtime
 from .settings import Settings
 from .views import dump
 
@@ -89,15 +92,54 @@ def caller(
 
 
 def progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:
-    """Report a run's progress to the calling client (tasks done of total, state, current task and agent)."""
+    """Report a run's progress to the calling client, and its events as log messages (:mod:`crew_mcp.runlog`)."""
+    report = _progress(ctx)
+    runtime = ctx.request_context.lifespan_context
+    log = run_events(ctx, runtime.log_levels) if isinstance(runtime, Runtime) else None
+
+    async def observe(status: ExecutionStatus) -> None:
+        await report(status)
+        if log is not None:
+            await log(status)
+
+    return observe
+
+
+def _progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:
+    """Report a run's progress to the calling client (tasks done of total, state, current task and agent).
+
+    The protocol requires each notification of one request to carry a larger value than the one before, and a
+    wait sees the same status many times (each poll), or a smaller count (a documented-shape status drops its
+    progress on completion). So a notification goes out only when something moved: more tasks done (the value
+    is the count), or only the state, task or agent changed (the value creeps halfway towards the next whole
+    task, never reaching it). A completed run reports total of total; a total once known is kept.
+    """
+    last: float | None = None
+    said: str | None = None
+    total: float | None = None
 
     async def report(status: ExecutionStatus) -> None:
+        nonlocal last, said, total
         p = status.progress
+        total = float(p.total) if p.total else total
+        done = float(p.completed or 0)
+        if status.state is ExecutionState.COMPLETED:
+            done = max(done, total or math.floor(last or 0) + 1.0)
         parts = [status.state.value]
         if p.current_task:
             parts.append(f"task {p.current_task}")
         if p.current_agent:
             parts.append(f"agent {p.current_agent}")
-        await ctx.report_progress(float(p.completed or 0), float(p.total) if p.total else None, " · ".join(parts))
+        message = " · ".join(parts)
+        if last is None or done > last:
+            value = done
+        elif message != said:
+            value = last + (math.floor(last) + 1.0 - last) / 2
+            if value <= last:  # no float left between them: nothing to say that would still increase
+                return
+        else:
+            return
+        last, said = value, message
+        await ctx.report_progress(value, total, message)
 
     return report

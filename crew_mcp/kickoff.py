@@ -89,7 +89,7 @@ class Launcher:
             inputs=inputs if self.keep_input_values else {},
             input_names=sorted(inputs),
             meta={"crew_mcp_request_id": request_id},
-            webhooks=self._webhook_urls(secret) if secret else None,
+            webhooks=self._webhook_urls(request_id, secret) if secret else None,
             webhook_secret=secret,
             created_at=now,
             updated_at=now,
@@ -110,8 +110,9 @@ class Launcher:
             return Launch(confirmed, ledger_problem=str(exc))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _webhook_urls(self, secret: str) -> WebhookUrls:
-        base = f"{self.webhook_base}/webhooks/{secret}"
+    def _webhook_urls(self, request_id: str, secret: str) -> WebhookUrls:
+        # The request id lets the receiver check the secret before it reads a body (see webhooks.py).
+        base = f"{self.webhook_base}/webhooks/{request_id}/{secret}"
         return WebhookUrls(taskWebhookUrl=f"{base}/task", stepWebhookUrl=f"{base}/step", crewWebhookUrl=f"{base}/crew")
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mcp.server.mcpserver.exceptions import ToolError
 
+from .runlog import LogLevels
 from .service import CrewService
 from .subscriptions import Subscriptions
 
@@ -17,6 +18,7 @@ class Runtime:
     """What the server's lifespan shares with its tools, resources and (over HTTP) the app's own routes."""
 
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
+    log_levels: LogLevels = field(default_factory=LogLevels)
     service: CrewService | None = None
     typed_tools: dict[str, str] = field(default_factory=dict)
 

@@ -12,17 +12,24 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult
 from mcp.types import Tool as MCPTool
+from pydantic import ValidationError
 
 from . import __version__
 from .apps import RunCard
+from .arguments import describe_invalid_arguments
 from .boundary import caller
 from .cancel import register_cancel_tool
+from .completions import register_completions
 from .resources import register_resources
 from .runtime import Runtime
-from .schema import portable
+from .schema import portable, valid_defaults
 from .service import CrewService, open_service
 from .settings import Settings
+from .stdio import screened_stdio
 from .tools import register_tools
 from .typed_tools import register_typed_tools
 
@@ -45,20 +52,43 @@ SIMULATED_NOTE = (
 
 
 class _PortableMCPServer(MCPServer):
-    """MCPServer whose published output schemas are portable (see :mod:`crew_mcp.schema`); computed once."""
+    """MCPServer whose published schemas are portable, with valid defaults (see :mod:`crew_mcp.schema`); computed
+    once per tool."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._portable: dict[str, dict[str, Any]] = {}
+        self._published: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
 
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
         for tool in tools:
-            if tool.output_schema is not None:
-                if tool.name not in self._portable:
-                    self._portable[tool.name] = portable(tool.output_schema)
-                tool.output_schema = self._portable[tool.name]
+            if tool.name not in self._published:
+                output = portable(tool.output_schema) if tool.output_schema is not None else None
+                self._published[tool.name] = (valid_defaults(tool.input_schema), output)
+            tool.input_schema, tool.output_schema = self._published[tool.name]
         return tools
+
+    async def run_stdio_async(self) -> None:
+        """Serve stdio, answering every line, even one the SDK's reader would drop (see :mod:`crew_mcp.stdio`)."""
+        # The SDK's own run_stdio_async, with the screened transport; the low-level server has no public accessor.
+        server = self._lowlevel_server
+        async with screened_stdio() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call a tool; arguments that do not fit its parameters are reported as one sentence (no pydantic text)."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # The SDK raises the arguments' ValidationError as the direct cause, before the tool runs; anything a
+            # tool or resolver raised arrives wrapped once more and is left as it is.
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            schema = next((t.input_schema for t in await self.list_tools() if t.name == name), None)
+            raise ToolError(describe_invalid_arguments(name, cause, schema)) from cause
 
 
 def build_server(
@@ -78,6 +108,11 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Runtime]:
+        if runtime.service is not None:
+            # Entered again while running: the HTTP+SSE transport enters it per connection; every connection
+            # shares the one service (its ledger, poll loops and subscriptions).
+            yield runtime
+            return
         async with opener(settings, webhook_base=webhook_base, on_change=runtime.subscriptions.notify) as service:
             runtime.service = service
             try:
@@ -95,10 +130,11 @@ def build_server(
         log_level=settings.log_level,
         subscriptions=runtime.subscriptions.bus,
         extensions=[card],
-        middleware=[runtime.subscriptions.middleware, card.hide_from_plain_clients],
+        middleware=[runtime.subscriptions.middleware, runtime.log_levels.middleware, card.hide_from_plain_clients],
     )
     register_tools(mcp, settings, runtime)
     register_cancel_tool(mcp, settings, runtime)
     register_resources(mcp, settings, runtime)
     register_typed_tools(mcp, settings, runtime)
+    register_completions(mcp, settings, runtime)
     return mcp

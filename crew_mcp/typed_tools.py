@@ -2,9 +2,14 @@
 
 A crew gets one when its inputs are declared in the configuration (or it is a built-in simulated crew), up to
 ``typed_tools_max`` crews, and only when every input name is usable as a parameter name.
+
+Each parameter is published with its declared type, and takes what ``kickoff_crew`` takes for that input: a text
+input also takes numbers and booleans (Inspector's ``--tool-arg budget=100`` sends an integer), encoded as
+:func:`~crew_mcp.inputs.encode_input_value` does; an object or list input also takes its JSON text.
 """
 
 import inspect
+import json
 import keyword
 import logging
 from collections.abc import Callable
@@ -14,11 +19,13 @@ from typing import Annotated, Any, Literal, Optional
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
-from pydantic import Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from .apps import CARD_TOOL_META
 from .boundary import caller, guard, progress, result
 from .crews import input_config
+from .errors import InvalidInputError
+from .inputs import encode_input_value
 from .runtime import Runtime
 from .settings import Settings
 from .tools import CONVERSATION_DOC, STARTS
@@ -35,6 +42,38 @@ _PY_TYPES: dict[str, Any] = {
     "boolean": bool,
     "object": dict[str, Any],
     "array": list[Any],
+}
+
+
+def _as_text(value: Any) -> Any:
+    """A number, boolean, object or list given for a text input, as the text ``kickoff_crew`` would send."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return encode_input_value("value", value)
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _from_json_text(kind: type) -> Callable[[Any], Any]:
+    """JSON text of an object or list, for an object or list input (as ``kickoff_crew`` accepts it)."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except (ValueError, RecursionError):
+                return value
+            return parsed if isinstance(parsed, kind) else value
+        return value
+
+    return parse
+
+
+_LENIENT: dict[str, Callable[[Any], Any]] = {
+    "string": _as_text,
+    "object": _from_json_text(dict),
+    "array": _from_json_text(list),
 }
 
 
@@ -84,6 +123,9 @@ def _typed_tool(settings: Settings, rt: Runtime, crew: str, inputs: list[Any]) -
     annotations: dict[str, Any] = {}
     for name, conf in sorted(inputs, key=lambda item: not (item[1].required and item[1].default is None)):
         base: Any = getitem(Literal, tuple(conf.enum)) if conf.enum else _PY_TYPES[conf.type]
+        lenient = _as_text if conf.enum else _LENIENT.get(conf.type)
+        if lenient is not None:  # validation only: the published schema stays the declared type
+            base = getitem(Annotated, (base, BeforeValidator(lenient)))
         examples = [conf.example] if conf.example is not None else None
         ann: Any = getitem(Annotated, (base, Field(description=conf.description or name, examples=examples)))
         default: Any = inspect.Parameter.empty

@@ -108,6 +108,17 @@ def ids(records: list[RunRecord]) -> list[str]:
 # ----------------------------------------------------------------------------------- kickoff lifecycle
 
 
+async def test_a_record_is_found_by_its_request_id_before_and_after_its_kickoff_id(ledger: Ledger) -> None:
+    # Webhook URLs carry the request id: the receiver checks their secret before it reads a body.
+    await ledger.create(rec(1, webhook_secret="s3cret"))
+    before = await ledger.get_request("req-1")
+    await ledger.confirm("req-1", "k-1")
+    after = await ledger.get_request("req-1")
+    assert before is not None and before.kickoff_id is None and before.webhook_secret == "s3cret"
+    assert after is not None and after.kickoff_id == "k-1"
+    assert await ledger.get_request("req-2") is None
+
+
 async def test_create_leaves_a_visible_unconfirmed_record(ledger: Ledger) -> None:
     await ledger.create(rec(1))
 

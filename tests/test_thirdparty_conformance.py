@@ -28,7 +28,7 @@ SCENARIOS = [
     "resources-unsubscribe",
     "prompts-list",
     "dns-rebinding-protection",
-    # Fail today with -32601 until crew-mcp has completions and the logging capability (issue 10, defect 19).
+    # Served since issue 10, defect 19 (completions, the logging capability); they failed with -32601 before.
     "logging-set-level",
     "completion-complete",
 ]

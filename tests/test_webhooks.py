@@ -82,7 +82,7 @@ async def test_each_kickoff_sends_its_own_secret_webhook_urls_on_this_server(tmp
             hooks = s.sim.executions[kid].hooks
             record = await s.record(kid)
             assert record.webhook_secret and len(record.webhook_secret) >= 32
-            base = f"{s.url}/webhooks/{record.webhook_secret}"
+            base = f"{s.url}/webhooks/{record.request_id}/{record.webhook_secret}"
             assert (hooks.task, hooks.step, hooks.crew) == (f"{base}/task", f"{base}/step", f"{base}/crew")
             secrets.append(record.webhook_secret)
         assert secrets[0] != secrets[1]
@@ -149,27 +149,55 @@ async def test_a_wrong_secret_or_unknown_run_gets_404_and_changes_nothing(tmp_pa
         before = await s.record(kid)
         assert before.webhook_secret
         pause = {"kickoff_id": kid, "task_id": "write_task", "output": "forged", "status": "pending_human_input"}
-        wrong = "A" * len(before.webhook_secret)
-        assert (await s.post(f"/webhooks/{wrong}/task", json=pause)).status_code == 404
+        rid, secret = before.request_id, before.webhook_secret
+        wrong = "A" * len(secret)
+        assert (await s.post(f"/webhooks/{rid}/{wrong}/task", json=pause)).status_code == 404
+        assert (await s.post(f"/webhooks/{'0' * 32}/{secret}/task", json=pause)).status_code == 404
+        assert (await s.post(f"/webhooks/../{secret}/task", json=pause)).status_code == 404
         other = {**pause, "kickoff_id": "0f9d2c1e-0000-0000-0000-000000000000"}
-        assert (await s.post(f"/webhooks/{before.webhook_secret}/task", json=other)).status_code == 404
-        assert (await s.post(f"/webhooks/{before.webhook_secret}/task", json={"output": "x"})).status_code == 404
-        assert (await s.post(f"/webhooks/{before.webhook_secret}/bogus", json=pause)).status_code == 404
-        assert (await s.post(f"/webhooks/{before.webhook_secret}/task", json=[pause])).status_code == 404
+        assert (await s.post(f"/webhooks/{rid}/{secret}/task", json=other)).status_code == 404
+        assert (await s.post(f"/webhooks/{rid}/{secret}/bogus", json=pause)).status_code == 404
+        assert (await s.post(f"/webhooks/{rid}/{secret}/task", json=[pause])).status_code == 400
         assert await s.record(kid) == before
 
-        right = await s.post(f"/webhooks/{before.webhook_secret}/task", json=pause)
+        right = await s.post(f"/webhooks/{rid}/{secret}/task", json=pause)
         assert right.status_code == 202
         assert (await s.record(kid)).pending is not None  # the same payload with the right secret is applied
 
 
-async def test_malformed_json_gets_400_and_changes_nothing(tmp_path: Path) -> None:
+async def test_a_run_recorded_with_the_old_url_scheme_still_receives_its_webhooks(tmp_path: Path) -> None:
+    # Runs kicked off before the request id was in the URL keep /webhooks/{secret}/{kind} for their life.
+    async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
+        kid = (await _call(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
+        before = await s.record(kid)
+        assert before.webhook_secret
+        pause = {"kickoff_id": kid, "task_id": "write_task", "output": "draft", "status": "pending_human_input"}
+        wrong = "A" * len(before.webhook_secret)
+        assert (await s.post(f"/webhooks/{wrong}/task", json=pause)).status_code == 404
+        assert (await s.post(f"/webhooks/{before.webhook_secret}/task", json={"output": "x"})).status_code == 404
+        assert await s.record(kid) == before
+        assert (await s.post(f"/webhooks/{before.webhook_secret}/task", json=pause)).status_code == 202
+        assert (await s.record(kid)).pending is not None
+
+
+async def test_malformed_deep_or_non_object_json_gets_400_and_changes_nothing(tmp_path: Path) -> None:
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
         kid = (await _call(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
         before = await s.record(kid)
         headers = {"content-type": "application/json"}
-        bad = await s.post(f"/webhooks/{before.webhook_secret}/task", content=b'{"kickoff_id": ', headers=headers)
-        assert bad.status_code == 400
+        bodies = [
+            b'{"kickoff_id": ',
+            b"[" * 200_000 + b"]" * 200_000,  # Python's parser gives up (RecursionError): 400, never 500
+            ('{"a": ' * 100 + "1" + "}" * 100).encode(),  # parses, but deeper than any AMP payload
+            b'"just a string"',
+        ]
+        for path in (
+            f"/webhooks/{before.request_id}/{before.webhook_secret}/task",
+            f"/webhooks/{before.webhook_secret}/task",
+        ):
+            for body in bodies:
+                bad = await s.post(path, content=body, headers=headers)
+                assert bad.status_code == 400, (path, body[:20], bad.status_code)
         assert await s.record(kid) == before
 
 

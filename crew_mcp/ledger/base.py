@@ -59,6 +59,10 @@ class Ledger(Protocol):
         """The record of a run, or None; a record is visible only to its owner (None owner: internal access)."""
         ...
 
+    async def get_request(self, request_id: str) -> RunRecord | None:
+        """The record of a kickoff request, or None; internal access only (webhook URLs carry the request id)."""
+        ...
+
     async def save_status(
         self, kickoff_id: str, status: ExecutionStatus, *, now: datetime | None = None
     ) -> RunRecord | None:

@@ -130,6 +130,13 @@ class MemoryLedger(LedgerBase):
             return None
         return entry.record()
 
+    async def get_request(self, request_id: str) -> RunRecord | None:
+        """The record of a kickoff request, or None."""
+        with self._lock:
+            self._check_open()
+            entry = self._rows.get(request_id)
+        return entry.record() if entry is not None else None
+
     async def list(
         self,
         *,

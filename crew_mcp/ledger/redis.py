@@ -188,6 +188,12 @@ class RedisLedger(LedgerBase):
             return None
         return record
 
+    async def get_request(self, request_id: str) -> RunRecord | None:
+        """The record of a kickoff request, or None."""
+        async with self._guard():
+            raw = _str(await self._r.get(self._k("run:", request_id)))
+        return self._load(raw) if raw else None
+
     async def list(
         self,
         *,

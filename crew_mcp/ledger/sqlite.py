@@ -204,6 +204,13 @@ class SqliteLedger(LedgerBase):
             return None
         return _load(row[1])
 
+    async def get_request(self, request_id: str) -> RunRecord | None:
+        """The record of a kickoff request, or None."""
+        row = await self._read(
+            lambda c: c.execute("SELECT data FROM runs WHERE request_id = ?", (request_id,)).fetchone()
+        )
+        return _load(row[0]) if row is not None else None
+
     async def list(
         self,
         *,
