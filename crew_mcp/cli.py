@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp instead of stdio")
-    s.add_argument("--host", default="127.0.0.1", help="HTTP bind address (loopback only; default 127.0.0.1)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others need CREW_MCP_AUTH)"
+    )
     s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000; 0 picks a free one)")
 
     s = sub.add_parser("simulate", help="run the AMP-compatible simulator as an HTTP server")
@@ -92,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20)
 
     sub.add_parser("approvals", help="list runs waiting for human review", parents=[out])
+
+    s = sub.add_parser("keys", help="API keys for `serve --http` with CREW_MCP_AUTH=keys")
+    keys = s.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    s = keys.add_parser("new", help="make a key: print it once, and the config lines holding only its hash")
+    s.add_argument("--principal", required=True, help="whose key it is; their runs are filed under key:NAME")
+    s.add_argument(
+        "--scopes",
+        default="crew:read,crew:run,crew:approve",
+        help="comma-separated: crew:read, crew:run, crew:approve (default: all three)",
+    )
+    s.add_argument("--groups", default="", help="comma-separated groups, e.g. the approvers group")
     sub.add_parser(
         "doctor", help="check the configuration, each crew's token, health and inputs, and the ledger", parents=[out]
     )
@@ -186,20 +199,20 @@ def _human(svc: CrewService, conversation_id: str = "cli") -> Caller:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.http:
-        if args.host not in LOOPBACK:
-            raise CLIError(
-                f"Refusing to serve on {args.host}: crew-mcp has no remote authentication yet, so anyone who can reach "
-                "the port could run your crews with your tokens. Bind 127.0.0.1 and put an authenticating proxy in "
-                "front if you need remote access.",
-                2,
-            )
-        from .app import serve_http
+        from .app import check_exposure, serve_http
+        from .errors import ConfigError
 
+        try:
+            check_exposure(settings, args.host)
+        except ConfigError as exc:
+            raise CLIError(str(exc), 2) from None
         _check_ledger_url(settings)
         # The configured level (default WARNING), as for stdio: INFO logs a line for every upstream request.
         _setup_logging(args.verbose, settings.log_level)
         try:
             serve_http(settings, host=args.host, port=args.port)
+        except ConfigError as exc:
+            raise CLIError(str(exc), 2) from None
         except OSError as exc:
             raise CLIError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.", 2) from None
         return 0
@@ -220,6 +233,26 @@ def _check_ledger_url(settings: Settings) -> None:
             "or memory://.",
             2,
         )
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .auth.keys import generate_key, key_config_entry
+
+    scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
+    groups = [x.strip() for x in args.groups.split(",") if x.strip()]
+    key, key_hash = generate_key()
+    try:
+        entry = key_config_entry(key_hash, args.principal.strip(), scopes, groups)
+    except ValueError as exc:
+        raise CLIError(f"{exc}.", 2) from None
+    if args.json:
+        print(json.dumps({"key": key, "hash": key_hash, "config": entry}, indent=2))
+        return 0
+    print(f"API key for {args.principal.strip()} (shown once; crew-mcp keeps only its hash):\n\n  {key}\n")
+    print("Give it to its holder as a bearer token (Authorization: Bearer <key>). Add these lines to the config file")
+    print("(CREW_MCP_CONFIG) of the server started with CREW_MCP_AUTH=keys, then restart it:\n")
+    print(entry, end="")
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -358,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _cmd_serve,
         "simulate": _cmd_simulate,
         "demo": _cmd_demo,
+        "keys": _cmd_keys,
     }
     try:
         return handlers.get(args.command, _async_command)(args)

@@ -347,7 +347,9 @@ async def test_every_owners_pending_approvals_are_listed_for_approvers(ledger: L
         await started(ledger, n, owner=owner)
     await ledger.set_pending("k-1", PendingHumanInput(task_id="edit"))
     await ledger.set_pending("k-2", PendingHumanInput(task_id="edit"))
-    await ledger.add_decision("k-1", Decision(task_id="edit", approve=True, feedback="", by="human", via="tool", actor="carol"))
+    await ledger.add_decision(
+        "k-1", Decision(task_id="edit", approve=True, feedback="", by="human", via="tool", actor="carol")
+    )
 
     everyone = await ledger.pending_approvals(owner=None)
     waiting = await ledger.list(owner=None, state=RecordState.WAITING_FOR_HUMAN.value)

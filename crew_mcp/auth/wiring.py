@@ -25,7 +25,7 @@ from .introspection import IntrospectionVerifier
 from .jwt import JWTVerifier
 from .keys import KeyVerifier
 
-__all__ = ["auth_settings", "build_verifier", "protected_resource_routes", "transport_security"]
+__all__ = ["auth_settings", "build_verifier", "is_loopback", "protected_resource_routes", "transport_security"]
 
 
 class _ByShape:
@@ -114,8 +114,9 @@ def _resource(config: AuthConfig) -> str:
     return config.resource_url
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address) only accepts connections from this machine."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -144,7 +145,7 @@ def transport_security(public_url: str | None, host: str) -> TransportSecuritySe
         elif parts.port == default_port:
             hosts.append(netloc.rsplit(":", 1)[0])
         origins.append(f"{parts.scheme}://{netloc}")
-    if _loopback(host):
+    if is_loopback(host):
         hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
         origins += ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
     elif public_url is None:
