@@ -20,10 +20,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx2
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from mcp.client.auth import OAuthClientProvider
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -221,6 +224,8 @@ class OAuthProvider:
                 "challenge": q["code_challenge"],
                 "scope": q.get("scope") or " ".join(self.scopes),
                 "resource": q.get("resource"),
+                "sub": self.user,  # who "logged in" now: tests switch users between flows
+                "groups": list(self.groups),
             }
             params["code"] = code
         return RedirectResponse(f"{q['redirect_uri']}?{urlencode(params)}", status_code=302)
@@ -236,8 +241,10 @@ class OAuthProvider:
             return None
         return client
 
-    def _issue(self, sub: str, client_id: str, scope: str, audience: str, *, refresh: bool) -> dict[str, Any]:
-        token = self.mint(sub=sub, client_id=client_id, scope=scope, aud=audience)
+    def _issue(
+        self, sub: str, client_id: str, scope: str, audience: str, *, refresh: bool, groups: list[str] | None = None
+    ) -> dict[str, Any]:
+        token = self.mint(sub=sub, client_id=client_id, scope=scope, aud=audience, groups=groups or self.groups)
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": "Bearer",
@@ -246,7 +253,13 @@ class OAuthProvider:
         }
         if refresh:
             rt = secrets.token_urlsafe(24)
-            self._refresh[rt] = {"sub": sub, "client_id": client_id, "scope": scope, "audience": audience}
+            self._refresh[rt] = {
+                "sub": sub,
+                "client_id": client_id,
+                "scope": scope,
+                "audience": audience,
+                "groups": groups or self.groups,
+            }
             body["refresh_token"] = rt
         return body
 
@@ -271,14 +284,23 @@ class OAuthProvider:
             ):
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             audience = code["resource"] or self.audience
-            return JSONResponse(self._issue(self.user, client.client_id, code["scope"], audience, refresh=True))
+            issued = self._issue(
+                code["sub"], client.client_id, code["scope"], audience, refresh=True, groups=code["groups"]
+            )
+            return JSONResponse(issued)
         if grant == "refresh_token":
             record = self._refresh.pop(form.get("refresh_token", ""), None)  # rotation: each one works once
             if record is None or record["client_id"] != client.client_id:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            return JSONResponse(
-                self._issue(record["sub"], client.client_id, record["scope"], record["audience"], refresh=True)
+            issued = self._issue(
+                record["sub"],
+                client.client_id,
+                record["scope"],
+                record["audience"],
+                refresh=True,
+                groups=record["groups"],
             )
+            return JSONResponse(issued)
         if grant == "client_credentials" and client.secret is not None:
             scope = form.get("scope") or " ".join(self.scopes)
             audience = form.get("resource") or self.audience
@@ -343,3 +365,44 @@ async def serve_provider(provider: OAuthProvider | None = None) -> AsyncIterator
     async with serve_app(app) as root:
         provider.issuer = root + provider.issuer_path
         yield provider
+
+
+# ------------------------------------------------------------------------------------------ the client side
+
+
+class MemoryStorage:
+    """The SDK OAuth client's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+def sdk_oauth(url: str, storage: MemoryStorage) -> OAuthClientProvider:
+    """The SDK's OAuth client with a "browser" that follows the authorization URL and reads the redirect."""
+    redirect: dict[str, str] = {}
+
+    async def open_browser(authorization_url: str) -> None:
+        async with httpx2.AsyncClient() as browser:
+            response = await browser.get(authorization_url)
+        assert response.status_code == 302, response.text
+        query = parse_qs(urlsplit(response.headers["location"]).query)
+        redirect.update({k: v[0] for k, v in query.items()})
+
+    async def callback() -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect.get("iss"))
+
+    metadata = OAuthClientMetadata(redirect_uris=["http://localhost/callback"], client_name="crew-mcp tests")
+    return OAuthClientProvider(url, metadata, storage, redirect_handler=open_browser, callback_handler=callback)

@@ -11,19 +11,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
 import pytest
 import uvicorn
 from mcp import Client, MCPError
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
-from oauth_provider import OAuthProvider
+from oauth_provider import MemoryStorage, OAuthProvider, sdk_oauth
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -169,42 +166,6 @@ def test_transport_security_is_derived_from_the_public_url() -> None:
     assert ported.allowed_hosts[0] == "crew.example.com:8080" and "127.0.0.1:*" in ported.allowed_hosts
     with pytest.raises(ConfigError, match="CREW_MCP_PUBLIC_URL"):
         transport_security(None, "0.0.0.0")
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-def sdk_oauth(url: str, storage: MemoryStorage) -> OAuthClientProvider:
-    """The SDK's OAuth client with a "browser" that follows the authorization URL and reads the redirect."""
-    redirect: dict[str, str] = {}
-
-    async def open_browser(authorization_url: str) -> None:
-        async with httpx2.AsyncClient() as browser:
-            response = await browser.get(authorization_url)
-        assert response.status_code == 302, response.text
-        query = parse_qs(urlsplit(response.headers["location"]).query)
-        redirect.update({k: v[0] for k, v in query.items()})
-
-    async def callback() -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect.get("iss"))
-
-    metadata = OAuthClientMetadata(redirect_uris=["http://localhost/callback"], client_name="crew-mcp tests")
-    return OAuthClientProvider(url, metadata, storage, redirect_handler=open_browser, callback_handler=callback)
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
