@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from hitl_support import until
 from mcp import MCPError
 from mcp.types import ResourceUpdatedNotification
 from oauth_provider import MemoryStorage, OAuthProvider
@@ -120,9 +121,7 @@ async def test_two_members_never_see_each_others_runs(oauth_provider: OAuthProvi
                 await bob.subscribe_resource(b_uri)
                 await alice.subscribe_resource(a_uri)
                 await team.sim.advance(5)
-                with anyio.fail_after(10):
-                    while b_uri not in heard["bob"] or a_uri not in heard["alice"]:
-                        await anyio.sleep(0.02)
+                await until(lambda: b_uri in heard["bob"] and a_uri in heard["alice"], timeout=10)
             await ok(alice, "get_status", {"kickoff_id": a})  # one more round trip: anything stray has arrived
             await ok(bob, "get_status", {"kickoff_id": b})
         assert set(heard["bob"]) == {b_uri} and set(heard["alice"]) == {a_uri}
