@@ -138,10 +138,10 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     sock.listen(2048)
     bound = sock.getsockname()[1]
     app = build_app(settings, host=host, port=bound)
-    where = (
-        f" (public URL {settings.public_url}/mcp, authentication: {settings.auth.mode})" if settings.public_url else ""
-    )
-    print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp{where}", flush=True)
+    print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)
+    if settings.auth.mode != "none":
+        public = f"{settings.public_url}/mcp" if settings.public_url else f"http://{host}:{bound}/mcp"
+        print(f"crew-mcp: clients connect to {public} (authentication: {settings.auth.mode})", flush=True)
     # No access log: webhook URLs carry per-execution secrets.
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
