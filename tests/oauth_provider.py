@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx2
 import jwt
@@ -81,6 +81,7 @@ class OAuthProvider:
     user: str = "alice"
     groups: list[str] = field(default_factory=lambda: ["reviewers"])
     scopes: list[str] = field(default_factory=lambda: ["crew:read", "crew:run", "crew:approve"])
+    grantable: set[str] | None = None  # the scopes /authorize grants (None: whatever is asked), like a user policy
     audience: str = ""
     issuer_path: str = ""
     oidc_only: bool = False
@@ -222,13 +223,17 @@ class OAuthProvider:
                 "client_id": client.client_id,
                 "redirect_uri": q["redirect_uri"],
                 "challenge": q["code_challenge"],
-                "scope": q.get("scope") or " ".join(self.scopes),
+                "scope": self._grant(q.get("scope") or " ".join(self.scopes)),
                 "resource": q.get("resource"),
                 "sub": self.user,  # who "logged in" now: tests switch users between flows
                 "groups": list(self.groups),
             }
             params["code"] = code
         return RedirectResponse(f"{q['redirect_uri']}?{urlencode(params)}", status_code=302)
+
+    def _grant(self, requested: str) -> str:
+        asked = requested.split()
+        return " ".join(s for s in asked if self.grantable is None or s in self.grantable)
 
     def _client_auth(self, request: Request, form: dict[str, str]) -> Client | None:
         authorization = request.headers.get("authorization", "")
@@ -390,19 +395,30 @@ class MemoryStorage:
         self.client = client_info
 
 
+CALLBACK = "http://localhost/callback"
+
+
 def sdk_oauth(url: str, storage: MemoryStorage) -> OAuthClientProvider:
-    """The SDK's OAuth client with a "browser" that follows the authorization URL and reads the redirect."""
+    """The SDK's OAuth client with a "browser" that follows the authorization URL (keeping cookies, through any login
+    and consent pages that sign the user in by themselves) until the provider redirects to the callback."""
     redirect: dict[str, str] = {}
 
     async def open_browser(authorization_url: str) -> None:
+        location = authorization_url
         async with httpx2.AsyncClient() as browser:
-            response = await browser.get(authorization_url)
-        assert response.status_code == 302, response.text
-        query = parse_qs(urlsplit(response.headers["location"]).query)
-        redirect.update({k: v[0] for k, v in query.items()})
+            for _ in range(10):
+                response = await browser.get(location)
+                assert response.is_redirect, response.text
+                location = urljoin(location, response.headers["location"])
+                if location.startswith(CALLBACK):
+                    break
+        query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+        assert "code" in query, f"the authorization server refused: {query}"
+        redirect.clear()
+        redirect.update(query)
 
     async def callback() -> AuthorizationCodeResult:
         return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect.get("iss"))
 
-    metadata = OAuthClientMetadata(redirect_uris=["http://localhost/callback"], client_name="crew-mcp tests")
+    metadata = OAuthClientMetadata(redirect_uris=[CALLBACK], client_name="crew-mcp tests")
     return OAuthClientProvider(url, metadata, storage, redirect_handler=open_browser, callback_handler=callback)

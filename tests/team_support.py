@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,12 +70,13 @@ class Team:
     """A running deployment: where it is, the servers behind it, and how members connect."""
 
     root: str
-    provider: OAuthProvider
+    provider: OAuthProvider | None
     sim: Simulator
     upstream: Upstream
     crew_token: str
     ledger_path: Path
     given_tokens: list[str] = field(default_factory=list)
+    switch_user: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def url(self) -> str:
@@ -83,6 +84,7 @@ class Team:
 
     def token(self, user: str, *, groups: list[str] | None = None, **claims: Any) -> str:
         """A good token for ``user`` issued for this server (remembered for the secret scans)."""
+        assert self.provider is not None, "only the test authorization server mints tokens at will"
         token = self.provider.mint(sub=user, groups=groups or [], **claims)
         self.given_tokens.append(token)
         return token
@@ -103,7 +105,10 @@ class Team:
     async def signed_in(self, user: str, mode: str, storage: MemoryStorage | None = None) -> AsyncIterator[Client]:
         """A client that signs ``user`` in through the SDK's OAuth client: 401, metadata discovery, dynamic client
         registration, authorization code + PKCE, token; then calls."""
-        self.provider.user = user
+        if self.switch_user is not None:
+            await self.switch_user(user)
+        elif self.provider is not None:
+            self.provider.user = user
         storage = storage or MemoryStorage()
         with anyio.fail_after(30):
             async with (
@@ -118,9 +123,17 @@ class Team:
 
 @asynccontextmanager
 async def serve_team(
-    provider: OAuthProvider, tmp_path: Path, *, toml: str = TEAM_TOML, env: dict[str, str] | None = None
+    provider: OAuthProvider | None,
+    tmp_path: Path,
+    *,
+    toml: str = TEAM_TOML,
+    env: dict[str, str] | None = None,
+    issuer: str | None = None,
+    switch_user: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Team]:
-    """The simulator and crew-mcp (OAuth against ``provider``) on loopback, configured like a deployment."""
+    """The simulator and crew-mcp (OAuth against ``provider``, or another authorization server at ``issuer`` whose
+    signed-in user ``switch_user`` sets) on loopback, configured like a deployment."""
+    issuer = issuer or (provider.issuer if provider is not None else "")
     crew_token = "crew-secret-" + secrets.token_hex(16)
     sim = Simulator(clock="manual", token=crew_token)
     upstream = Upstream()
@@ -135,7 +148,7 @@ async def serve_team(
             env={
                 "CREW_TOKEN": crew_token,
                 "CREW_MCP_AUTH": "oauth",
-                "CREW_MCP_OAUTH_ISSUER": provider.issuer,
+                "CREW_MCP_OAUTH_ISSUER": issuer,
                 "CREW_MCP_PUBLIC_URL": root,
                 "CREW_MCP_LEDGER_URL": f"sqlite:///{ledger_path}",
                 "CREW_MCP_LOG_LEVEL": "DEBUG",
@@ -143,10 +156,11 @@ async def serve_team(
             },
             config_path=str(config),
         )
-        provider.audience = root + "/mcp"
+        if provider is not None:
+            provider.audience = root + "/mcp"
         app = build_app(settings, host="127.0.0.1", port=sock.getsockname()[1])
         async with serve_on(app, sock):
-            yield Team(root, provider, sim, upstream, crew_token, ledger_path)
+            yield Team(root, provider, sim, upstream, crew_token, ledger_path, switch_user=switch_user)
 
 
 async def text_of(client: Client, uri: str) -> dict[str, Any]:

@@ -138,7 +138,7 @@ async def test_protected_resource_metadata_is_served_at_both_well_known_forms(oa
             body = (await http.get(served.root + path)).json()
             assert body["resource"] == served.url
             assert body["authorization_servers"] == [oauth_provider.issuer]
-            assert body["scopes_supported"] == ["crew:read"]
+            assert body["scopes_supported"] == ["crew:read", "crew:run"]  # every enforced scope
 
 
 async def test_a_token_without_the_required_scope_gets_403_insufficient_scope(oauth_provider: OAuthProvider) -> None:
@@ -182,7 +182,7 @@ async def test_the_sdk_oauth_client_registers_authorizes_and_calls_a_tool(
         assert not result.is_error
         assert result.structured_content == {
             "principal": f"oauth:{oauth_provider.issuer}#alice",
-            "scopes": "crew:read",
+            "scopes": "crew:read crew:run",  # what the metadata lists is what the client asks for
         }
         assert storage.client is not None and storage.client.client_id in oauth_provider.clients  # registered (DCR)
         assert storage.tokens is not None and storage.tokens.refresh_token
@@ -260,6 +260,7 @@ async def test_without_configured_scopes_any_valid_token_may_use_every_tool(oaut
 
 async def test_the_sdk_client_steps_up_when_a_tool_needs_a_broader_scope(oauth_provider: OAuthProvider) -> None:
     async with oauth_served(oauth_provider, gate=True, scopes=ALL) as served:
+        oauth_provider.grantable = {"crew:read"}  # the user may only read ... until an administrator grants more
         storage = MemoryStorage()
         async with (
             httpx2.AsyncClient(auth=sdk_oauth(served.url, storage)) as http,
@@ -267,6 +268,7 @@ async def test_the_sdk_client_steps_up_when_a_tool_needs_a_broader_scope(oauth_p
         ):
             first = await client.call_tool("get_status", {})
             assert first.structured_content is not None and first.structured_content["scopes"] == "crew:read"
+            oauth_provider.grantable = {"crew:read", "crew:run"}
             stepped = await client.call_tool("kickoff_crew", {})  # 403 insufficient_scope → re-authorize → retry
         assert not stepped.is_error and stepped.structured_content is not None
         assert stepped.structured_content["scopes"] == "crew:read crew:run"

@@ -89,7 +89,7 @@ async def test_bad_tokens_get_401_pointing_at_the_metadata_and_start_nothing(
             for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"):
                 prm = (await http.get(team.root + path)).json()
                 assert prm["resource"] == team.url and prm["authorization_servers"] == [oauth_provider.issuer]
-                assert prm["scopes_supported"] == ["crew:read"]
+                assert prm["scopes_supported"] == ["crew:read", "crew:run", "crew:approve"]
             assert (await http.get(team.root + "/healthz")).json()["status"] == "ok"  # open to probes
 
 

@@ -90,20 +90,28 @@ def auth_settings(config: AuthConfig) -> AuthSettings | None:
 
 
 def protected_resource_routes(config: AuthConfig) -> list[Route]:
-    """RFC 9728 metadata at the root form ``/.well-known/oauth-protected-resource`` (the SDK serves only the
-    path-suffixed form); empty unless in oauth mode."""
+    """RFC 9728 metadata at both well-known forms, ``/.well-known/oauth-protected-resource`` and the path-suffixed
+    one the ``WWW-Authenticate`` challenges point at; empty unless in oauth mode. Put them before the MCP app.
+
+    ``scopes_supported`` lists every enforced scope. The SDK's own route lists only the session-wide required
+    scope, and a client registers (RFC 7591) with the scopes it finds there; a strict authorization server then
+    refuses that client a broader scope on step-up (``invalid_scope``), so these routes shadow the SDK's.
+    """
     if config.mode != "oauth":
         return []
+    resource = _resource(config)
     metadata = ProtectedResourceMetadata.model_validate(
         {
-            "resource": _resource(config),
+            "resource": resource,
             "authorization_servers": [config.issuer],
-            "scopes_supported": [SCOPE_READ] if SCOPE_READ in config.enforced_scopes else None,
+            "scopes_supported": list(config.enforced_scopes) or None,
         }
     )
     handler = ProtectedResourceMetadataHandler(metadata)
     endpoint = cors_middleware(handler.handle, ["GET", "OPTIONS"])
-    return [Route("/.well-known/oauth-protected-resource", endpoint=endpoint, methods=["GET", "OPTIONS"])]
+    root = "/.well-known/oauth-protected-resource"
+    paths = dict.fromkeys([root, root + urlsplit(resource).path.rstrip("/")])
+    return [Route(path, endpoint=endpoint, methods=["GET", "OPTIONS"]) for path in paths]
 
 
 def _resource(config: AuthConfig) -> str:
