@@ -5,7 +5,11 @@ OAuth client use: RFC 8414 metadata and OpenID discovery, a JWKS (RS256 and ES25
 ``/authorize`` (authorization code + PKCE S256, auto-consent for one test user, RFC 9207 ``iss``), ``/token``
 (authorization_code, refresh_token with rotation, client_credentials), ``/register`` (RFC 7591 dynamic client
 registration) and ``/introspect`` (RFC 7662). ``mint()`` and friends make the bad tokens negative tests need.
-Counters (``jwks_fetches``, ``introspections``) let tests see how often crew-mcp asked.
+Counters (``jwks_fetches``, ``introspections``) let tests see how often crew-mcp asked. ``user`` is who signs in
+next; ``grantable`` limits the scopes a login grants, like a user policy.
+
+The client side lives here too: :func:`sdk_oauth` is the MCP SDK's OAuth client with a scripted browser, usable
+against this server or any provider that signs its user in without a form (tests/oidc/provider.mjs).
 """
 
 from __future__ import annotations
