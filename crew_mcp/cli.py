@@ -238,8 +238,7 @@ def _check_ledger_url(settings: Settings) -> None:
 def _cmd_keys(args: argparse.Namespace) -> int:
     from .auth.keys import generate_key, key_config_entry
 
-    scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
-    groups = [x.strip() for x in args.groups.split(",") if x.strip()]
+    scopes, groups = ([x.strip() for x in v.split(",") if x.strip()] for v in (args.scopes, args.groups))
     key, key_hash = generate_key()
     try:
         entry = key_config_entry(key_hash, args.principal.strip(), scopes, groups)
@@ -248,10 +247,12 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"key": key, "hash": key_hash, "config": entry}, indent=2))
         return 0
-    print(f"API key for {args.principal.strip()} (shown once; crew-mcp keeps only its hash):\n\n  {key}\n")
-    print("Give it to its holder as a bearer token (Authorization: Bearer <key>). Add these lines to the config file")
-    print("(CREW_MCP_CONFIG) of the server started with CREW_MCP_AUTH=keys, then restart it:\n")
-    print(entry, end="")
+    print(
+        f"API key for {args.principal.strip()} (shown once; crew-mcp keeps only its hash):\n\n  {key}\n\nGive it to "
+        "its holder as a bearer token (Authorization: Bearer <key>). Add these lines to the config file\n"
+        f"(CREW_MCP_CONFIG) of the server started with CREW_MCP_AUTH=keys, then restart it:\n\n{entry}",
+        end="",
+    )
     return 0
 
 
