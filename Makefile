@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-thirdparty test-docker test-browser bundle lint typecheck check bench serve simulate clean
+.PHONY: demo test test-thirdparty test-oidc test-docker test-browser bundle lint typecheck check bench serve simulate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,17 @@ $(TP)/conformance/.installed: $(TP)/node/.installed
 test-thirdparty: $(TP_STAMPS)
 	PATH="$(CURDIR)/$(TP_BIN):$(TP_NODE_BIN):$$PATH" CREW_MCP_THIRDPARTY=1 \
 		$(TP_BIN)/python -m pytest -m thirdparty $(PYTEST_ARGS)
+
+# Opt-in, never part of `make test`/.ci/run: crew-mcp's OAuth resource server against a certified OpenID provider
+# (panva's oidc-provider from npm, on node 22 as above), driven by the MCP SDK's OAuth client in both protocol eras.
+OIDC_PROVIDER_VERSION := 9.13.3
+
+$(TP)/oidc/.installed: $(TP)/node/.installed
+	$(TP_NPM) --prefix $(TP)/oidc oidc-provider@$(OIDC_PROVIDER_VERSION)
+	touch $@
+
+test-oidc: $(STAMP) $(TP)/oidc/.installed
+	PATH="$(TP_NODE_BIN):$$PATH" $(BIN)/python -m pytest -m oidc $(PYTEST_ARGS)
 
 # Opt-in, never part of `make test`/.ci/run: the container image built and run by a real Docker engine.
 # scripts/ensure-docker starts dockerd if none answers (installing Debian's docker.io when missing);

@@ -1,10 +1,13 @@
 """HTTP: the MCP endpoint at ``/mcp``, the deprecated HTTP+SSE transport, ``/healthz``, and the webhook receiver.
 
-Both protocol eras are served: 2025-11-25 clients get stateful sessions (``Mcp-Session-Id``), 2026-07-28
-clients send self-contained requests. Hosts and gateways that speak only the 2024-11-05 HTTP+SSE transport
-open ``GET /sse`` and post to the ``/messages/`` endpoint it names; those routes have the same Host/Origin
-checks and body limit as ``/mcp`` and share the one running service. Only loopback addresses are bound until
-remote authentication exists (see the README).
+Both protocol eras are served: 2025-11-25 clients get stateful sessions (``Mcp-Session-Id``, expired when idle
+and capped in number), 2026-07-28 clients send self-contained requests. Hosts and gateways that speak only the
+2024-11-05 HTTP+SSE transport open ``GET /sse`` and post to the ``/messages/`` endpoint it names; those routes
+have the same Host/Origin checks, body limit and authentication as ``/mcp`` and share the one running service.
+With ``CREW_MCP_AUTH=oauth|keys`` the MCP endpoints are a protected resource (see :mod:`crew_mcp.auth` and
+docs/auth.md): tokens are verified, RFC 9728 metadata is published, scopes and the per-principal limits are
+enforced; without authentication only loopback addresses are served. ``/healthz`` stays open; webhooks keep their
+own per-execution secrets.
 """
 
 from __future__ import annotations
@@ -12,40 +15,95 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
+from .auth.wiring import is_loopback
+from .errors import ConfigError
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
 from .service import open_service
 from .settings import Settings
 from .webhooks import webhook_routes
 
-__all__ = ["MESSAGES_PATH", "SSE_PATH", "build_app", "serve_http"]
+__all__ = ["MESSAGES_PATH", "SSE_PATH", "build_app", "check_exposure", "serve_http"]
 
 SSE_PATH = "/sse"
 MESSAGES_PATH = "/messages/"
 
 
+def check_exposure(settings: Settings, host: str) -> None:
+    """Refuse to serve a non-loopback address without authentication.
+
+    Raises:
+        ConfigError: ``host`` is reachable from other machines and ``CREW_MCP_AUTH`` is not configured.
+    """
+    if is_loopback(host) or settings.auth.mode != "none":
+        return
+    raise ConfigError(
+        f"Refusing to serve on {host} without authentication: anyone who can reach the port could run your crews "
+        "with your tokens. Configure it: CREW_MCP_AUTH=oauth with CREW_MCP_OAUTH_ISSUER=<your identity provider> "
+        "and CREW_MCP_PUBLIC_URL=<the https URL people use>, or CREW_MCP_AUTH=keys with keys made by "
+        "`crew-mcp keys new` (README: Run it for a team). Or bind 127.0.0.1."
+    )
+
+
 def build_app(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, opener: ServiceOpener = open_service
-) -> Starlette:
+) -> ASGIApp:
     """The ASGI app of ``crew-mcp serve --http``.
 
     Webhooks are offered to crews (and their route served) only when crews can reach this server: with a
     configured public URL, or when every crew is local (the built-in simulator).
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without authentication, or without a public URL to derive the
+            Host/Origin allow-lists from.
     """
+    from .auth import Limiter, ScopeGate, auth_settings, build_verifier, protected_resource_routes, transport_security
+
+    check_exposure(settings, host)
+    config = settings.auth
+    limits = config.limits
+    security = transport_security(settings.public_url, host)
     runtime = Runtime()
+    # One client for the server's lifetime: the identity provider's metadata, keys and introspection.
+    http = httpx2.AsyncClient() if config.mode != "none" else None
+    verifier = build_verifier(config, http) if http is not None else None
+    if verifier is not None:
+        runtime.limiter = Limiter(limits)
     local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
     webhook_base = settings.public_url or (local_base if settings.simulated else None)
-    mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base, opener=opener)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
-    # The SDK's SSE app, for its routes only (GET /sse, POST /messages/); it arms the same loopback Host/Origin
-    # allowlist as /mcp for a loopback host.
-    sse_routes = mcp.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, host=host).routes
+    mcp = build_server(
+        settings,
+        runtime=runtime,
+        webhook_base=webhook_base,
+        opener=opener,
+        token_verifier=verifier,
+        auth=auth_settings(config),
+    )
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=host,
+        transport_security=security,
+        max_request_body_size=limits.max_body_bytes,
+        session_idle_timeout=limits.session_idle_seconds,
+        max_sessions=limits.max_sessions,
+    )
+    # The SDK's whole SSE app (GET /sse, POST /messages/), middleware included: with auth configured, that
+    # middleware authenticates the request and puts the principal where the tools read it (the owner of runs).
+    sse_app = mcp.sse_app(
+        sse_path=SSE_PATH,
+        message_path=MESSAGES_PATH,
+        host=host,
+        transport_security=security,
+        max_request_body_size=limits.max_body_bytes,
+    )
 
     async def healthz(_: Request) -> Response:
         ready = runtime.service is not None
@@ -55,23 +113,52 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
-            yield
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            if http is not None:
+                await http.aclose()
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *protected_resource_routes(config)]
     if webhook_base is not None:
         routes += webhook_routes(lambda: runtime.service)
-    routes += sse_routes
     routes.append(Mount("/", app=mcp_app))
-    return Starlette(routes=routes, lifespan=lifespan)
+    app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
+    if verifier is None:
+        return app
+    # Per-tool scopes (403 insufficient_scope with the scope to ask for) and the kickoff rate (429 Retry-After).
+    return ScopeGate(app, verifier=verifier, config=config, limiter=runtime.limiter, max_body=limits.max_body_bytes)
+
+
+class _SseDispatch:
+    """Send the HTTP+SSE transport's two paths to the SDK's SSE app (its own routes and middleware), everything
+    else (and the lifespan) to the main app."""
+
+    def __init__(self, main: ASGIApp, sse: ASGIApp) -> None:
+        self._main = main
+        self._sse = sse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == SSE_PATH or path.startswith(MESSAGES_PATH):
+            await self._sse(scope, receive, send)
+        else:
+            await self._main(scope, receive, send)
 
 
 def serve_http(settings: Settings, *, host: str, port: int) -> None:
-    """Run the HTTP server until interrupted (uvicorn, one process)."""
+    """Run the HTTP server until interrupted (uvicorn, one process).
+
+    Raises:
+        ConfigError: see :func:`build_app`.
+        OSError: the address cannot be bound.
+    """
     import socket
 
     import uvicorn
 
+    check_exposure(settings, host)
     # IPPROTO_TCP explicitly, so asyncio sets TCP_NODELAY on every accepted connection (it checks the proto);
     # without it each keep-alive response waits ~40 ms for the client's delayed ACK (Nagle).
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -83,6 +170,9 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     bound = sock.getsockname()[1]
     app = build_app(settings, host=host, port=bound)
     print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)
+    if settings.auth.mode != "none":
+        public = f"{settings.public_url}/mcp" if settings.public_url else f"http://{host}:{bound}/mcp"
+        print(f"crew-mcp: clients connect to {public} (authentication: {settings.auth.mode})", flush=True)
     # No access log: webhook URLs carry per-execution secrets.
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])

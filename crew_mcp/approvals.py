@@ -44,6 +44,7 @@ class Approvals:
 
         Raises:
             RunNotFoundError: the caller has no such run.
+            ApprovalDeniedError: the run is the caller's, but only approvers may decide on it.
             RunNotWaitingError: the run never started, has finished, or is not waiting; no upstream call when the
                 ledger knows.
             UpstreamError: the crew could not be asked.
@@ -54,6 +55,11 @@ class Approvals:
                 "list_pending_approvals to see the runs waiting for review."
             )
         record = await self.tracker.find(kickoff_id, caller)
+        if not caller.may_decide(record.owner):
+            raise e.ApprovalDeniedError(
+                f"Run {kickoff_id} is yours, but the approval rules let only the approvers decide on it: ask one of "
+                "them to review it (they see it in list_pending_approvals). Nothing was sent."
+            )
         if record.kickoff_id is None:
             raise e.RunNotWaitingError(f"Run {kickoff_id} never got a kickoff_id, so there is nothing to resume.")
         if record.status is not None and record.status.terminal:
@@ -135,13 +141,18 @@ class Approvals:
         )
 
     async def pending(self, caller: Caller) -> ApprovalList:
-        """The caller's runs waiting for review, newest first (expired ones rejected when the policy says so)."""
+        """The runs waiting for a review the caller may give, newest first (expired ones rejected when the policy says
+        so): its own, and for an approver everyone's."""
         await self._refresh_running(caller)
         now = self.clock.now()
         expiry = self.settings.approval_expiry_seconds
         approvals = []
-        for r in await self.ledger.pending_approvals(owner=caller.owner):
-            if r.kickoff_id is None or r.pending is None or await self.expire(r) is not None:
+        # An approver sees every run waiting for review; everyone else only their own (when they may decide).
+        waiting = await self.ledger.pending_approvals(owner=None if caller.approver else caller.owner)
+        for r in waiting:
+            if r.kickoff_id is None or r.pending is None or not caller.may_decide(r.owner):
+                continue
+            if await self.expire(r) is not None:
                 continue
             since = r.pending.since or r.updated_at
             waited = (now - since).total_seconds()

@@ -22,6 +22,7 @@ from mcp.types import INTERNAL_ERROR, CallToolResult, TextContent
 from pydantic import BaseModel
 
 from . import errors as e
+from .auth.config import Principal, allowed_crews, is_approver, principal_from_token
 from .identity import DEFAULT_CONVERSATION, Caller, Decider, default_owner
 from .models import ExecutionState, ExecutionStatus
 from .runlog import run_events
@@ -29,7 +30,7 @@ from .runtime import Runtime
 from .settings import Settings
 from .views import dump
 
-__all__ = ["caller", "guard", "owner", "progress", "resource", "result", "translate"]
+__all__ = ["caller", "guard", "owner", "principal", "progress", "resource", "result", "translate"]
 
 _T = TypeVar("_T")
 
@@ -72,23 +73,56 @@ def result(view: Any) -> CallToolResult:
     )
 
 
+def principal(settings: Settings) -> Principal | None:
+    """The authenticated principal of this request (issuer + subject, or the API key's name); None without
+    authentication (stdio, loopback HTTP without ``CREW_MCP_AUTH``).
+
+    Raises:
+        MCPError: a verifier accepted a token that names no principal (never happens with crew-mcp's verifiers).
+    """
+    token = get_access_token()
+    if token is None:
+        return None
+    try:
+        return principal_from_token(token, settings.auth)
+    except ValueError:
+        raise MCPError(
+            INTERNAL_ERROR, "The access token names no user; crew-mcp cannot tell whose runs to show."
+        ) from None
+
+
 def owner(settings: Settings) -> str:
     """The record owner of this request: the authenticated principal, else the configured or local owner."""
-    token = get_access_token()
-    if token is not None:
-        return f"oauth:{token.client_id}:{token.subject or ''}"
-    return default_owner(settings.owner)
+    who = principal(settings)
+    return who.id if who is not None else default_owner(settings.owner)
 
 
 def caller(
     settings: Settings, ctx: Context | None, conversation_id: str = "", *, by: Decider = "model", via: str = "tool"
 ) -> Caller:
-    """Who calls: the owner, the conversation (argument, else the 2025-era HTTP session), and who decides."""
+    """Who calls: the owner, the conversation (argument, else the 2025-era HTTP session), and who decides.
+
+    The session only files runs under a conversation within the owner's runs; identity comes from the token.
+    With authentication, the caller carries its crews and approval rights from the ``[auth]`` configuration.
+    """
     conversation = conversation_id.strip()
     if not conversation and ctx is not None:
         session = (ctx.headers or {}).get("mcp-session-id")
         conversation = f"session:{session}" if session else ""
-    return Caller(owner=owner(settings), conversation_id=conversation or DEFAULT_CONVERSATION, by=by, via=via)
+    conversation = conversation or DEFAULT_CONVERSATION
+    who = principal(settings)
+    if who is None:
+        return Caller(owner=default_owner(settings.owner), conversation_id=conversation, by=by, via=via)
+    auth = settings.auth
+    return Caller(
+        owner=who.id,
+        conversation_id=conversation,
+        by=by,
+        via=via,
+        crews=allowed_crews(who, auth),
+        approver=is_approver(who, auth),
+        decides_own=auth.approval.owner,
+    )
 
 
 def progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:

@@ -15,23 +15,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .identity import Caller
-    from .models import ExecutionStatus
     from .service import CrewService
     from .settings import Settings
-    from .views import RunView
 
-__all__ = ["main"]
+from .commands import COMMANDS, CLIError
+
+__all__ = ["CLIError", "main"]
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class CLIError(Exception):
-    """A failure to report as one sentence; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     s.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp instead of stdio")
-    s.add_argument("--host", default="127.0.0.1", help="HTTP bind address (loopback only; default 127.0.0.1)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1; others need CREW_MCP_AUTH)"
+    )
     s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000; 0 picks a free one)")
 
     s = sub.add_parser("simulate", help="run the AMP-compatible simulator as an HTTP server")
@@ -62,6 +55,26 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="walk through a whole run (inputs, kickoff, review, result) on the simulator")
     s.add_argument("--time-scale", type=float, default=1.0, help="multiply task durations")
 
+    _add_run_commands(sub, out)
+
+    s = sub.add_parser("keys", help="API keys for `serve --http` with CREW_MCP_AUTH=keys")
+    keys = s.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    s = keys.add_parser("new", help="make a key: print it once, and the config lines holding only its hash")
+    s.add_argument("--principal", required=True, help="whose key it is; their runs are filed under key:NAME")
+    s.add_argument(
+        "--scopes",
+        default="crew:read,crew:run,crew:approve",
+        help="comma-separated: crew:read, crew:run, crew:approve (default: all three)",
+    )
+    s.add_argument("--groups", default="", help="comma-separated groups, e.g. the approvers group")
+    sub.add_parser(
+        "doctor", help="check the configuration, each crew's token, health and inputs, and the ledger", parents=[out]
+    )
+    return p
+
+
+def _add_run_commands(sub: Any, out: argparse.ArgumentParser) -> None:
+    """The commands that work on crews and runs (they share the MCP server's ledger and owner)."""
     sub.add_parser("crews", help="list configured crews", parents=[out])
     s = sub.add_parser("inputs", help="list a crew's inputs", parents=[out])
     s.add_argument("crew", nargs="?")
@@ -96,10 +109,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20)
 
     sub.add_parser("approvals", help="list runs waiting for human review", parents=[out])
-    sub.add_parser(
-        "doctor", help="check the configuration, each crew's token, health and inputs, and the ledger", parents=[out]
-    )
-    return p
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -117,57 +126,6 @@ def _setup_logging(verbose: int, default: str = "WARNING") -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _emit(args: argparse.Namespace, view: Any) -> None:
-    from .views import dump
-
-    if args.json:
-        print(json.dumps(dump(view), indent=2, ensure_ascii=False))
-    else:
-        print(view.text())
-
-
-def _parse_pairs(items: Sequence[str]) -> tuple[str | None, dict[str, Any]]:
-    crew: str | None = None
-    values: dict[str, Any] = {}
-    for i, item in enumerate(items):
-        if ":=" in item and "=" not in item.split(":=", 1)[0]:
-            key, raw = item.split(":=", 1)
-            try:
-                values[key] = json.loads(raw)
-            except ValueError:
-                raise CLIError(
-                    f"{item!r}: the value after ':=' must be JSON (e.g. tags:='[\"a\",\"b\"]').", 2
-                ) from None
-        elif "=" in item:
-            key, value = item.split("=", 1)
-            values[key] = value
-        elif i == 0:
-            crew = item
-        else:
-            raise CLIError(f"{item!r} is not key=value; the crew name, if any, comes first.", 2)
-    return crew, values
-
-
-def _progress_printer() -> Callable[[ExecutionStatus], Awaitable[None]]:
-    tty = sys.stderr.isatty()
-    shown: list[str] = []
-
-    async def show(status: ExecutionStatus) -> None:
-        p = status.progress
-        bar = f"[{p.completed or 0}/{p.total}] " if p.total else ""
-        what = " · ".join(x for x in (p.current_task and f"task {p.current_task}", p.current_agent) if x)
-        line = f"{bar}{status.state.value}{' · ' + what if what else ''}"
-        if shown and shown[-1] == line:
-            return
-        shown.append(line)
-        sys.stderr.write(("\r\033[K" + line) if tty else line + "\n")
-        if tty and status.state.value != "running":
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
-
-
 async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitable[int]]) -> int:
     from .service import open_service
 
@@ -180,30 +138,23 @@ async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitabl
         return await fn(service)
 
 
-def _human(svc: CrewService, conversation_id: str = "cli") -> Caller:
-    """The person at the terminal, filed under the same owner as the MCP server's runs (CREW_MCP_OWNER)."""
-    from .identity import Caller, default_owner
-
-    return Caller(owner=default_owner(svc.settings.owner), conversation_id=conversation_id, by="human", via="cli")
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.http:
-        if args.host not in LOOPBACK:
-            raise CLIError(
-                f"Refusing to serve on {args.host}: crew-mcp has no remote authentication yet, so anyone who can reach "
-                "the port could run your crews with your tokens. Bind 127.0.0.1 and put an authenticating proxy in "
-                "front if you need remote access.",
-                2,
-            )
-        from .app import serve_http
+        from .app import check_exposure, serve_http
+        from .errors import ConfigError
 
+        try:
+            check_exposure(settings, args.host)
+        except ConfigError as exc:
+            raise CLIError(str(exc), 2) from None
         _check_ledger_url(settings)
         # The configured level (default WARNING), as for stdio: INFO logs a line for every upstream request.
         _setup_logging(args.verbose, settings.log_level)
         try:
             serve_http(settings, host=args.host, port=args.port)
+        except ConfigError as exc:
+            raise CLIError(str(exc), 2) from None
         except OSError as exc:
             raise CLIError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.", 2) from None
         return 0
@@ -224,6 +175,27 @@ def _check_ledger_url(settings: Settings) -> None:
             "or memory://.",
             2,
         )
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .auth.keys import generate_key, key_config_entry
+
+    scopes, groups = ([x.strip() for x in v.split(",") if x.strip()] for v in (args.scopes, args.groups))
+    key, key_hash = generate_key()
+    try:
+        entry = key_config_entry(key_hash, args.principal.strip(), scopes, groups)
+    except ValueError as exc:
+        raise CLIError(f"{exc}.", 2) from None
+    if args.json:
+        print(json.dumps({"key": key, "hash": key_hash, "config": entry}, indent=2))
+        return 0
+    print(
+        f"API key for {args.principal.strip()} (shown once; crew-mcp keeps only its hash):\n\n  {key}\n\nGive it to "
+        "its holder as a bearer token (Authorization: Bearer <key>). Add these lines to the config file\n"
+        f"(CREW_MCP_CONFIG) of the server started with CREW_MCP_AUTH=keys, then restart it:\n\n{entry}",
+        end="",
+    )
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -258,118 +230,12 @@ def _async_command(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
 
     async def body(svc: CrewService) -> int:
-        return await _COMMANDS[args.command](svc, args)
+        return await COMMANDS[args.command](svc, args)
 
     try:
         return anyio.run(_with_service, settings, body)
     except CrewMCPError as exc:
         raise CLIError(describe(exc), exit_code(exc)) from None
-
-
-async def _crews(svc: CrewService, args: argparse.Namespace) -> int:
-    _emit(args, svc.list_crews())
-    return 0
-
-
-async def _inputs(svc: CrewService, args: argparse.Namespace) -> int:
-    _emit(args, await svc.list_inputs(args.crew))
-    return 0
-
-
-async def _kickoff(svc: CrewService, args: argparse.Namespace) -> int:
-    crew, values = _parse_pairs(args.args)
-    caller = _human(svc, args.conversation)
-    view = await svc.kickoff(crew, values, caller)
-    if args.wait and view.kickoff_id:
-        view = await _follow(svc, view.kickoff_id, caller)
-    _emit(args, view)
-    return 0
-
-
-async def _follow(svc: CrewService, kickoff_id: str, caller: Caller) -> RunView:
-    import anyio
-
-    from .watch import POLL_MAX
-
-    show = _progress_printer()
-    while True:
-        view = await svc.status(kickoff_id, caller, wait_seconds=svc.settings.wait_cap_seconds or 30, on_update=show)
-        if view.state != "running":
-            return view
-        if svc.settings.wait_cap_seconds <= 0:  # the server may not wait: poll at the slowest interval instead
-            await anyio.sleep(POLL_MAX)
-
-
-async def _status(svc: CrewService, args: argparse.Namespace) -> int:
-    caller = _human(svc)
-    view = await (_follow(svc, args.kickoff_id, caller) if args.wait else svc.status(args.kickoff_id, caller))
-    _emit(args, view)
-    return 0
-
-
-async def _resume(svc: CrewService, args: argparse.Namespace) -> int:
-    view = await svc.resume(
-        args.kickoff_id, _human(svc), approve=bool(args.approve), feedback=args.feedback, task_id=args.task_id
-    )
-    _emit(args, view)
-    return 0
-
-
-async def _cancel(svc: CrewService, args: argparse.Namespace) -> int:
-    import anyio
-
-    caller = _human(svc)
-    if not args.yes:
-        record = await svc.stoppable(args.kickoff_id, caller)
-        if not sys.stdin.isatty():
-            raise CLIError(f"Stopping run {args.kickoff_id} cannot be undone: add --yes to confirm.", 2)
-        sys.stderr.write(
-            f"Stop run {args.kickoff_id} of crew {record.crew} ({record.state.value})? It cannot be resumed. [y/N] "
-        )
-        sys.stderr.flush()
-        answer = await anyio.to_thread.run_sync(sys.stdin.readline)
-        if answer.strip().lower() not in ("y", "yes"):
-            print("Nothing was stopped.", file=sys.stderr)
-            return 1
-    _emit(args, await svc.cancel(args.kickoff_id, caller))
-    return 0
-
-
-async def _runs(svc: CrewService, args: argparse.Namespace) -> int:
-    view = await svc.executions(
-        _human(svc), conversation_id=args.conversation, crew=args.crew, state=args.state, limit=args.limit
-    )
-    _emit(args, view)
-    return 0
-
-
-async def _approvals(svc: CrewService, args: argparse.Namespace) -> int:
-    _emit(args, await svc.pending_approvals(_human(svc)))
-    return 0
-
-
-async def _doctor(svc: CrewService, args: argparse.Namespace) -> int:
-    from .doctor import run_doctor
-
-    report = await run_doctor(svc)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print(report.text())
-    return 0 if report.ok else 1
-
-
-_COMMANDS: dict[str, Callable[[CrewService, argparse.Namespace], Awaitable[int]]] = {
-    "crews": _crews,
-    "inputs": _inputs,
-    "kickoff": _kickoff,
-    "status": _status,
-    "resume": _resume,
-    "cancel": _cancel,
-    "runs": _runs,
-    "approvals": _approvals,
-    "doctor": _doctor,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -383,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _cmd_serve,
         "simulate": _cmd_simulate,
         "demo": _cmd_demo,
+        "keys": _cmd_keys,
     }
     try:
         return handlers.get(args.command, _async_command)(args)

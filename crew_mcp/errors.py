@@ -13,7 +13,8 @@ CrewMCPError
 │   ├── UnknownCrewError             no such crew, or several and none named
 │   ├── RunNotFoundError             no run with that id (or with no id: none in the conversation) for the caller
 │   ├── RunNotWaitingError           the run is not waiting for a human decision
-│   └── HumanOnlyError               the approval policy lets only a person decide
+│   ├── HumanOnlyError               the approval policy lets only a person decide
+│   └── ApprovalDeniedError          the approval rules let others (an approvers group) decide on this run
 ├── UpstreamError                    a crew call failed, explained for the caller (``may_have_started``)
 ├── LedgerError                      the run ledger's backend failed or refused
 └── CrewAPIError                     anything that went wrong talking to an AMP crew (the client's own tree)
@@ -41,6 +42,7 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "ApprovalDeniedError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
@@ -108,6 +110,10 @@ class RunNotWaitingError(UsageError):
 
 class HumanOnlyError(UsageError):
     """The approval policy is ``human`` and a model tried to decide."""
+
+
+class ApprovalDeniedError(UsageError):
+    """The approval rules (``[auth.approval]``) do not let this caller decide on the run."""
 
 
 class UpstreamError(CrewMCPError):

@@ -2,8 +2,10 @@
 
 The owner is the authenticated principal when there is one, else ``CREW_MCP_OWNER``, else the local OS
 user. The conversation is an explicit ``conversation_id``, else the transport's session (a 2025-era HTTP
-session), else ``default``. Whether a decision comes from a model, a person or crew-mcp itself is part
-of the caller too, because the ``human`` approval policy depends on it.
+session), else ``default``: a filter within the owner's runs, never an identity. Whether a decision comes
+from a model, a person or crew-mcp itself is part of the caller too, because the ``human`` approval policy
+depends on it. With authentication on, the caller also carries what the deployment lets it do (crews,
+approvals), computed once at the boundary from the principal and the ``[auth]`` configuration.
 """
 
 from __future__ import annotations
@@ -23,12 +25,25 @@ class Caller:
     """Who is asking: the record owner, the conversation, and whether a model, a human or crew-mcp decides.
 
     ``via`` says through what the request came (``tool``, ``elicitation``, ``cli``, ``expiry``, ...).
+    ``crews`` are the crews it may see and use (None: every crew); an ``approver`` may read and decide on anyone's
+    run while it waits for review; ``decides_own`` says whether it may decide on its own runs.
     """
 
     owner: str
     conversation_id: str = DEFAULT_CONVERSATION
     by: Decider = "model"
     via: str = "tool"
+    crews: frozenset[str] | None = None
+    approver: bool = False
+    decides_own: bool = True
+
+    def may_decide(self, record_owner: str) -> bool:
+        """Whether this caller may approve or reject a run owned by ``record_owner``."""
+        return (self.decides_own and record_owner == self.owner) or self.approver
+
+    def may_use(self, crew: str) -> bool:
+        """Whether this caller may see and use ``crew``."""
+        return self.crews is None or crew in self.crews
 
     def deciding(self, by: Decider, via: str) -> Caller:
         """The same caller, with the decision attributed to ``by`` through ``via``."""

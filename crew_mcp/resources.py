@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mcp.server import MCPServer
 
-from .boundary import owner, resource
+from .boundary import caller, resource
 from .identity import Caller
 from .runtime import Runtime
 from .settings import Settings
@@ -20,17 +20,17 @@ def register_resources(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     """Add the resources to ``mcp``."""
 
     def me() -> Caller:
-        return Caller(owner=owner(settings))
+        return caller(settings, None)
 
     @mcp.resource("crew://crews", name="crews", title="Configured crews", mime_type="application/json")
     async def crews_resource() -> str:
         """The crews this server runs."""
-        return await resource(rt.require().list_crews(rt.typed_tools), "crew://crews")
+        return await resource(rt.require().list_crews(rt.typed_tools, me()), "crew://crews")
 
     @mcp.resource("crew://{crew}/inputs", name="crew-inputs", title="A crew's inputs", mime_type="application/json")
     async def inputs_resource(crew: str) -> str:
         """What a crew needs to start."""
-        return await resource(rt.require().list_inputs(crew), f"crew://{crew}/inputs")
+        return await resource(rt.require().list_inputs(crew, caller=me()), f"crew://{crew}/inputs")
 
     @mcp.resource(
         "crew://executions/{kickoff_id}", name="execution", title="A run's status", mime_type="application/json"

@@ -75,7 +75,8 @@ class RunTracker:
 
         Raises:
             InvalidInputError: the kickoff_id is malformed.
-            RunNotFoundError: nothing matches (another owner's run is reported exactly like an unknown one).
+            RunNotFoundError: nothing matches (another owner's run is reported exactly like an unknown one, unless the
+                caller is an approver and the run waits for review).
             LedgerError: the ledger could not be read.
         """
         if not kickoff_id:
@@ -91,6 +92,11 @@ class RunTracker:
         if record is None or record.owner != caller.owner:
             record = await self.ledger.get(kickoff_id, owner=caller.owner)
             self._remember(record)
+        if record is None and caller.approver:
+            # An approver may read another's run only while it waits for a decision they may make.
+            other = await self.ledger.get(kickoff_id, owner=None)
+            if other is not None and other.state is RecordState.WAITING_FOR_HUMAN and caller.may_decide(other.owner):
+                record = other
         if record is None:
             raise e.RunNotFoundError(
                 f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "

@@ -7,11 +7,13 @@ them, and output schemas are published portable (see :mod:`crew_mcp.schema`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
@@ -24,6 +26,7 @@ from .arguments import describe_invalid_arguments
 from .boundary import caller
 from .cancel import register_cancel_tool
 from .completions import register_completions
+from .errors import CrewMCPError
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable, valid_defaults
@@ -32,6 +35,7 @@ from .settings import Settings
 from .stdio import screened_stdio
 from .tools import register_tools
 from .typed_tools import register_typed_tools
+from .views import execution_uri
 
 __all__ = ["Runtime", "ServiceOpener", "build_server"]
 
@@ -97,14 +101,19 @@ def build_server(
     runtime: Runtime | None = None,
     webhook_base: str | None = None,
     opener: ServiceOpener = open_service,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
 ) -> MCPServer:
     """Build crew-mcp's MCP server. The crews, the ledger and the poll loops live in its lifespan.
 
     ``runtime`` lets an HTTP app share the running service with its own routes (webhooks, health);
     ``webhook_base`` is the URL under which those routes receive AMP webhooks, when they can; ``opener``
-    assembles the service (tests bind a simulator, a ledger or a clock to it).
+    assembles the service (tests bind a simulator, a ledger or a clock to it). ``token_verifier`` and ``auth``
+    (both or neither; see :mod:`crew_mcp.auth`) protect the HTTP endpoint.
     """
     runtime = runtime or Runtime()
+    if settings.auth.mode != "none":
+        runtime.subscriptions.guard = _watch_guard(settings, runtime)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Runtime]:
@@ -131,6 +140,8 @@ def build_server(
         subscriptions=runtime.subscriptions.bus,
         extensions=[card],
         middleware=[runtime.subscriptions.middleware, runtime.log_levels.middleware, card.hide_from_plain_clients],
+        token_verifier=token_verifier,
+        auth=auth,
     )
     register_tools(mcp, settings, runtime)
     register_cancel_tool(mcp, settings, runtime)
@@ -138,3 +149,21 @@ def build_server(
     register_typed_tools(mcp, settings, runtime)
     register_completions(mcp, settings, runtime)
     return mcp
+
+
+def _watch_guard(settings: Settings, runtime: Runtime) -> Callable[[str], Awaitable[bool]]:
+    """Callers may watch their own runs' resources and the per-caller listings (which only ever show their own)."""
+    prefix = execution_uri("")
+
+    async def may_watch(uri: str) -> bool:
+        if not uri.startswith(prefix):
+            return True
+        service = runtime.service
+        if service is None:
+            return False
+        try:
+            return await service.owns(uri.removeprefix(prefix), caller(settings, None))
+        except CrewMCPError:
+            return False
+
+    return may_watch

@@ -20,6 +20,7 @@ import httpx2
 
 from . import errors as e
 from .approvals import Approvals
+from .client import validate_kickoff_id
 from .clock import Clock, SystemClock
 from .crews import Crew, CrewRegistry, build_registry
 from .identity import Caller
@@ -79,8 +80,8 @@ class CrewService:
         self.approvals = Approvals(self.runs, settings, clock, self.guidance)
         self.stopper = Stopper(self.runs, clock, self.guidance)
 
-    def list_crews(self, typed_tools: Mapping[str, str] | None = None) -> CrewList:
-        """The crews this server runs (saying when they are the built-in simulated ones)."""
+    def list_crews(self, typed_tools: Mapping[str, str] | None = None, caller: Caller | None = None) -> CrewList:
+        """The crews this server runs for ``caller`` (saying when they are the built-in simulated ones)."""
         crews = [
             CrewSummary(
                 name=c.name,
@@ -90,6 +91,7 @@ class CrewService:
                 typed_tool=(typed_tools or {}).get(c.name),
             )
             for c in self.registry.crews.values()
+            if caller is None or caller.may_use(c.name)
         ]
         note = ""
         if self.registry.simulated:
@@ -99,14 +101,14 @@ class CrewService:
             )
         return CrewList(crews=crews, simulated=self.registry.simulated, note=note)
 
-    async def list_inputs(self, crew: str | None, *, refresh: bool = False) -> CrewInputs:
+    async def list_inputs(self, crew: str | None, *, refresh: bool = False, caller: Caller | None = None) -> CrewInputs:
         """A crew's inputs (cached), with the kickoff call to make next.
 
         Raises:
-            UnknownCrewError: no such crew.
+            UnknownCrewError: no such crew (for ``caller``).
             UpstreamError: the crew could not be asked.
         """
-        c = self.registry.get(crew)
+        c = self._crew(crew, caller)
         infos = await self._catalogue(c, refresh=refresh)
         names = ", ".join(f"{i.name}=..." for i in infos if i.required and i.default is None)
         return CrewInputs(
@@ -133,7 +135,7 @@ class CrewService:
             LedgerError: the run could not be recorded (nothing was sent).
             UpstreamError: the kickoff failed (``may_have_started`` says whether a run may exist).
         """
-        c = self.registry.get(crew)
+        c = self._crew(crew, caller)
         infos = await self._catalogue(c)
         encoded = validate_inputs(c.name, infos, inputs, allow_extra=c.config.allow_extra_inputs)
         launch = await self.launcher.launch(c, encoded, caller)
@@ -219,9 +221,44 @@ class CrewService:
         )
         return ExecutionList.of(records, self.guidance)
 
+    async def owns(self, kickoff_id: str, caller: Caller) -> bool:
+        """Whether ``kickoff_id`` names one of ``caller``'s own runs (what a caller may subscribe to).
+
+        Raises:
+            LedgerError: the ledger could not be read.
+        """
+        try:
+            validate_kickoff_id(kickoff_id)
+        except e.InvalidInputError:
+            return False
+        return await self.ledger.get(kickoff_id, owner=caller.owner) is not None
+
     async def pending_approvals(self, caller: Caller) -> ApprovalList:
         """The caller's runs waiting for review (see :meth:`Approvals.pending`)."""
         return await self.approvals.pending(caller)
+
+    def _crew(self, name: str | None, caller: Caller | None) -> Crew:
+        """The crew ``name`` (with no name, the only one) among those ``caller`` may use; a crew it may not use is
+        refused exactly like an unknown one, naming only the crews it may use.
+
+        Raises:
+            UnknownCrewError: no such crew for this caller, or several and none named.
+        """
+        if caller is None or caller.crews is None:
+            return self.registry.get(name)
+        mine = sorted(n for n in self.registry.crews if caller.may_use(n))
+        if name and name in mine:
+            return self.registry.get(name)
+        if not name and len(mine) == 1:
+            return self.registry.get(mine[0])
+        if not mine:
+            raise e.UnknownCrewError(
+                "No crew is open to you on this server; ask the person who runs crew-mcp to give you access."
+            )
+        available = ", ".join(mine)
+        if name:
+            raise e.UnknownCrewError(f"Unknown crew {name!r}. Available crews: {available}. Call list_crews.")
+        raise e.UnknownCrewError(f"Several crews are configured; pass crew= one of {available}.")
 
     async def _catalogue(self, crew: Crew, *, refresh: bool = False) -> list[InputInfo]:
         try:

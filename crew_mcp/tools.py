@@ -44,14 +44,14 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     @mcp.tool(title="List crews", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def list_crews() -> Annotated[CallToolResult, CrewList]:
         """List the CrewAI crews this server can run, with what each does. Start here."""
-        return result(rt.require().list_crews(rt.typed_tools))
+        return result(rt.require().list_crews(rt.typed_tools, caller(settings, None)))
 
     @mcp.tool(title="List a crew's inputs", annotations=read_only)
     async def list_inputs(
         crew: Annotated[str, Field(description=CREW_DOC)] = "",
     ) -> Annotated[CallToolResult, CrewInputs]:
         """List the inputs a crew needs (with description, type, allowed values and examples) before kickoff_crew."""
-        return result(await guard(rt.require().list_inputs(crew or None)))
+        return result(await guard(rt.require().list_inputs(crew or None, caller=caller(settings, None))))
 
     @mcp.tool(title="Start a crew run", annotations=STARTS, meta=CARD_TOOL_META)
     async def kickoff_crew(
@@ -71,8 +71,9 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
         Validates inputs first. Each call starts a new, billed run: do not repeat it to check progress; use get_status.
         """
         who = caller(settings, ctx, conversation_id)
-        work = rt.require().kickoff(crew or None, inputs, who, wait_seconds=wait_seconds, on_update=progress(ctx))
-        return result(await guard(work))
+        async with rt.wait_slot(who, wait_seconds, starting=True):
+            work = rt.require().kickoff(crew or None, inputs, who, wait_seconds=wait_seconds, on_update=progress(ctx))
+            return result(await guard(work))
 
     @mcp.tool(title="Get a run's status", annotations=read_only, meta=CARD_TOOL_META)
     async def get_status(
@@ -88,8 +89,9 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     ) -> Annotated[CallToolResult, RunView]:
         """Get a run's status, progress, output awaiting review, or final output. Finished runs come from the ledger."""
         who = caller(settings, ctx, conversation_id)
-        work = rt.require().status(kickoff_id or None, who, wait_seconds=wait_seconds, on_update=progress(ctx))
-        return result(await guard(work))
+        async with rt.wait_slot(who, wait_seconds):
+            work = rt.require().status(kickoff_id or None, who, wait_seconds=wait_seconds, on_update=progress(ctx))
+            return result(await guard(work))
 
     async def ask_human(
         *, kickoff_id: str, approve: bool | None, feedback: str, task_id: str, ctx: Context

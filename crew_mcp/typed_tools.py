@@ -155,8 +155,9 @@ def _typed_tool(settings: Settings, rt: Runtime, crew: str, inputs: list[Any]) -
         wait = float(kwargs.pop("wait_seconds", 0.0)) if "wait_seconds" not in names else 0.0
         values = {k: v for k, v in kwargs.items() if v is not None}
         who = caller(settings, ctx, str(conversation_id))
-        work = rt.require().kickoff(crew, values, who, wait_seconds=wait, on_update=progress(ctx))
-        return result(await guard(work))
+        async with rt.wait_slot(who, wait, starting=True):
+            work = rt.require().kickoff(crew, values, who, wait_seconds=wait, on_update=progress(ctx))
+            return result(await guard(work))
 
     run_typed.__signature__ = inspect.Signature(params, return_annotation=Annotated[CallToolResult, RunView])  # type: ignore[attr-defined]
     run_typed.__annotations__ = {**annotations, "return": Annotated[CallToolResult, RunView]}

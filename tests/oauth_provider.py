@@ -5,7 +5,11 @@ OAuth client use: RFC 8414 metadata and OpenID discovery, a JWKS (RS256 and ES25
 ``/authorize`` (authorization code + PKCE S256, auto-consent for one test user, RFC 9207 ``iss``), ``/token``
 (authorization_code, refresh_token with rotation, client_credentials), ``/register`` (RFC 7591 dynamic client
 registration) and ``/introspect`` (RFC 7662). ``mint()`` and friends make the bad tokens negative tests need.
-Counters (``jwks_fetches``, ``introspections``) let tests see how often crew-mcp asked.
+Counters (``jwks_fetches``, ``introspections``) let tests see how often crew-mcp asked. ``user`` is who signs in
+next; ``grantable`` limits the scopes a login grants, like a user policy.
+
+The client side lives here too: :func:`sdk_oauth` is the MCP SDK's OAuth client with a scripted browser, usable
+against this server or any provider that signs its user in without a form (tests/oidc/provider.mjs).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
+import httpx2
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from mcp.client.auth import OAuthClientProvider
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -78,6 +85,7 @@ class OAuthProvider:
     user: str = "alice"
     groups: list[str] = field(default_factory=lambda: ["reviewers"])
     scopes: list[str] = field(default_factory=lambda: ["crew:read", "crew:run", "crew:approve"])
+    grantable: set[str] | None = None  # the scopes /authorize grants (None: whatever is asked), like a user policy
     audience: str = ""
     issuer_path: str = ""
     oidc_only: bool = False
@@ -219,11 +227,17 @@ class OAuthProvider:
                 "client_id": client.client_id,
                 "redirect_uri": q["redirect_uri"],
                 "challenge": q["code_challenge"],
-                "scope": q.get("scope") or " ".join(self.scopes),
+                "scope": self._grant(q.get("scope") or " ".join(self.scopes)),
                 "resource": q.get("resource"),
+                "sub": self.user,  # who "logged in" now: tests switch users between flows
+                "groups": list(self.groups),
             }
             params["code"] = code
         return RedirectResponse(f"{q['redirect_uri']}?{urlencode(params)}", status_code=302)
+
+    def _grant(self, requested: str) -> str:
+        asked = requested.split()
+        return " ".join(s for s in asked if self.grantable is None or s in self.grantable)
 
     def _client_auth(self, request: Request, form: dict[str, str]) -> Client | None:
         authorization = request.headers.get("authorization", "")
@@ -236,8 +250,10 @@ class OAuthProvider:
             return None
         return client
 
-    def _issue(self, sub: str, client_id: str, scope: str, audience: str, *, refresh: bool) -> dict[str, Any]:
-        token = self.mint(sub=sub, client_id=client_id, scope=scope, aud=audience)
+    def _issue(
+        self, sub: str, client_id: str, scope: str, audience: str, *, refresh: bool, groups: list[str] | None = None
+    ) -> dict[str, Any]:
+        token = self.mint(sub=sub, client_id=client_id, scope=scope, aud=audience, groups=groups or self.groups)
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": "Bearer",
@@ -246,7 +262,13 @@ class OAuthProvider:
         }
         if refresh:
             rt = secrets.token_urlsafe(24)
-            self._refresh[rt] = {"sub": sub, "client_id": client_id, "scope": scope, "audience": audience}
+            self._refresh[rt] = {
+                "sub": sub,
+                "client_id": client_id,
+                "scope": scope,
+                "audience": audience,
+                "groups": groups or self.groups,
+            }
             body["refresh_token"] = rt
         return body
 
@@ -271,14 +293,23 @@ class OAuthProvider:
             ):
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             audience = code["resource"] or self.audience
-            return JSONResponse(self._issue(self.user, client.client_id, code["scope"], audience, refresh=True))
+            issued = self._issue(
+                code["sub"], client.client_id, code["scope"], audience, refresh=True, groups=code["groups"]
+            )
+            return JSONResponse(issued)
         if grant == "refresh_token":
             record = self._refresh.pop(form.get("refresh_token", ""), None)  # rotation: each one works once
             if record is None or record["client_id"] != client.client_id:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            return JSONResponse(
-                self._issue(record["sub"], client.client_id, record["scope"], record["audience"], refresh=True)
+            issued = self._issue(
+                record["sub"],
+                client.client_id,
+                record["scope"],
+                record["audience"],
+                refresh=True,
+                groups=record["groups"],
             )
+            return JSONResponse(issued)
         if grant == "client_credentials" and client.secret is not None:
             scope = form.get("scope") or " ".join(self.scopes)
             audience = form.get("resource") or self.audience
@@ -343,3 +374,55 @@ async def serve_provider(provider: OAuthProvider | None = None) -> AsyncIterator
     async with serve_app(app) as root:
         provider.issuer = root + provider.issuer_path
         yield provider
+
+
+# ------------------------------------------------------------------------------------------ the client side
+
+
+class MemoryStorage:
+    """The SDK OAuth client's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+CALLBACK = "http://localhost/callback"
+
+
+def sdk_oauth(url: str, storage: MemoryStorage) -> OAuthClientProvider:
+    """The SDK's OAuth client with a "browser" that follows the authorization URL (keeping cookies, through any login
+    and consent pages that sign the user in by themselves) until the provider redirects to the callback."""
+    redirect: dict[str, str] = {}
+
+    async def open_browser(authorization_url: str) -> None:
+        location = authorization_url
+        async with httpx2.AsyncClient() as browser:
+            for _ in range(10):
+                response = await browser.get(location)
+                assert response.is_redirect, response.text
+                location = urljoin(location, response.headers["location"])
+                if location.startswith(CALLBACK):
+                    break
+        query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+        assert "code" in query, f"the authorization server refused: {query}"
+        redirect.clear()
+        redirect.update(query)
+
+    async def callback() -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect.get("iss"))
+
+    metadata = OAuthClientMetadata(redirect_uris=[CALLBACK], client_name="crew-mcp tests")
+    return OAuthClientProvider(url, metadata, storage, redirect_handler=open_browser, callback_handler=callback)

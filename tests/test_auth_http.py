@@ -11,19 +11,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
 import pytest
 import uvicorn
 from mcp import Client, MCPError
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
-from oauth_provider import OAuthProvider
+from oauth_provider import MemoryStorage, OAuthProvider, sdk_oauth
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -141,7 +138,7 @@ async def test_protected_resource_metadata_is_served_at_both_well_known_forms(oa
             body = (await http.get(served.root + path)).json()
             assert body["resource"] == served.url
             assert body["authorization_servers"] == [oauth_provider.issuer]
-            assert body["scopes_supported"] == ["crew:read"]
+            assert body["scopes_supported"] == ["crew:read", "crew:run"]  # every enforced scope
 
 
 async def test_a_token_without_the_required_scope_gets_403_insufficient_scope(oauth_provider: OAuthProvider) -> None:
@@ -171,42 +168,6 @@ def test_transport_security_is_derived_from_the_public_url() -> None:
         transport_security(None, "0.0.0.0")
 
 
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-def sdk_oauth(url: str, storage: MemoryStorage) -> OAuthClientProvider:
-    """The SDK's OAuth client with a "browser" that follows the authorization URL and reads the redirect."""
-    redirect: dict[str, str] = {}
-
-    async def open_browser(authorization_url: str) -> None:
-        async with httpx2.AsyncClient() as browser:
-            response = await browser.get(authorization_url)
-        assert response.status_code == 302, response.text
-        query = parse_qs(urlsplit(response.headers["location"]).query)
-        redirect.update({k: v[0] for k, v in query.items()})
-
-    async def callback() -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect.get("iss"))
-
-    metadata = OAuthClientMetadata(redirect_uris=["http://localhost/callback"], client_name="crew-mcp tests")
-    return OAuthClientProvider(url, metadata, storage, redirect_handler=open_browser, callback_handler=callback)
-
-
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_the_sdk_oauth_client_registers_authorizes_and_calls_a_tool(
     oauth_provider: OAuthProvider, mode: str
@@ -221,7 +182,7 @@ async def test_the_sdk_oauth_client_registers_authorizes_and_calls_a_tool(
         assert not result.is_error
         assert result.structured_content == {
             "principal": f"oauth:{oauth_provider.issuer}#alice",
-            "scopes": "crew:read",
+            "scopes": "crew:read crew:run",  # what the metadata lists is what the client asks for
         }
         assert storage.client is not None and storage.client.client_id in oauth_provider.clients  # registered (DCR)
         assert storage.tokens is not None and storage.tokens.refresh_token
@@ -299,6 +260,7 @@ async def test_without_configured_scopes_any_valid_token_may_use_every_tool(oaut
 
 async def test_the_sdk_client_steps_up_when_a_tool_needs_a_broader_scope(oauth_provider: OAuthProvider) -> None:
     async with oauth_served(oauth_provider, gate=True, scopes=ALL) as served:
+        oauth_provider.grantable = {"crew:read"}  # the user may only read ... until an administrator grants more
         storage = MemoryStorage()
         async with (
             httpx2.AsyncClient(auth=sdk_oauth(served.url, storage)) as http,
@@ -306,6 +268,7 @@ async def test_the_sdk_client_steps_up_when_a_tool_needs_a_broader_scope(oauth_p
         ):
             first = await client.call_tool("get_status", {})
             assert first.structured_content is not None and first.structured_content["scopes"] == "crew:read"
+            oauth_provider.grantable = {"crew:read", "crew:run"}
             stepped = await client.call_tool("kickoff_crew", {})  # 403 insufficient_scope → re-authorize → retry
         assert not stepped.is_error and stepped.structured_content is not None
         assert stepped.structured_content["scopes"] == "crew:read crew:run"

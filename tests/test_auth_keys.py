@@ -76,3 +76,34 @@ def test_a_raw_key_pasted_as_hash_is_refused_without_echoing_it(tmp_path: Path) 
         keys_config(tmp_path, f'[[auth.keys]]\nhash = "{key}"\nprincipal = "bot"\n')
     assert "not its hash" in str(info.value)
     assert key not in str(info.value)
+
+
+async def test_crew_mcp_keys_new_prints_the_key_once_and_config_lines_that_accept_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crew_mcp.cli import main
+
+    assert main(["keys", "new", "--principal", "ci-bot", "--scopes", "crew:read,crew:run", "--groups", "bots"]) == 0
+    out = capsys.readouterr().out
+    (key,) = re.findall(r"cmk_[A-Za-z0-9_-]{43}", out)
+    assert out.count(key) == 1
+    block = out[out.index("[[auth.keys]]") :]
+    assert key not in block and hash_key(key) in block
+    config = keys_config(tmp_path, block)
+    verifier = KeyVerifier(config.keys)
+    access = await verifier.verify_token(key)
+    assert access is not None
+    principal = principal_of(access, config)
+    assert principal.id == "key:ci-bot" and principal.groups == {"bots"}
+    assert principal.scopes == {"crew:read", "crew:run"}
+    assert await verifier.verify_token(key + "x") is None
+
+
+def test_crew_mcp_keys_new_refuses_an_unknown_scope_in_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    from crew_mcp.cli import main
+
+    assert main(["keys", "new", "--principal", "ci-bot", "--scopes", "crew:write"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "cmk_" not in err
+    assert err.startswith("crew-mcp: unknown scope crew:write; the scopes are crew:read, crew:run, crew:approve")
+    assert err.count("\n") == 1

@@ -415,6 +415,23 @@ async def test_pending_approvals_lists_waiting_runs_newest_first(ledger: Ledger)
     assert [r.pending.task_id for r in pending if r.pending] == ["edit", "review"]
 
 
+async def test_every_owners_pending_approvals_are_listed_for_approvers(ledger: Ledger) -> None:
+    for n, owner in ((1, "alice"), (2, "bob"), (3, "carol")):
+        await started(ledger, n, owner=owner)
+    await ledger.set_pending("k-1", PendingHumanInput(task_id="edit"))
+    await ledger.set_pending("k-2", PendingHumanInput(task_id="edit"))
+    await ledger.add_decision(
+        "k-1", Decision(task_id="edit", approve=True, feedback="", by="human", via="tool", actor="carol")
+    )
+
+    everyone = await ledger.pending_approvals(owner=None)
+    waiting = await ledger.list(owner=None, state=RecordState.WAITING_FOR_HUMAN.value)
+
+    assert ids(everyone) == ["req-2"] and ids(waiting) == ["req-2"]  # a decision moves a run out of the index
+    assert ids(await ledger.list(owner=None)) == ["req-3", "req-2", "req-1"]
+    assert await ledger.pending_approvals(owner="alice") == []
+
+
 # -------------------------------------------------------------------------------------------- pruning
 
 

@@ -69,6 +69,7 @@ async def test_records_and_indexes_live_under_the_prefix(ledger_redis_url: str) 
         "idx:owner:alice",
         "idx:conv:alice:c",
         "idx:state:alice:running",
+        "idx:anystate:running",
     }
 
 

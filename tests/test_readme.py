@@ -104,3 +104,30 @@ def _expand(command: str) -> list[str]:
 def test_the_desktop_manifest_is_the_readme_snippet() -> None:
     manifest = README.parent / "manifests" / "claude_desktop_config.json"
     assert json.loads(manifest.read_text()) == json.loads(_block_after("<!-- claude-desktop-config", "json"))
+
+
+def test_the_team_example_configures_a_server_that_serves_every_interface(tmp_path: Path) -> None:
+    from crew_mcp.app import build_app
+    from crew_mcp.settings import load_settings
+
+    exports = _block_after("## Run it for a team", "bash")
+    env = {"RESEARCH_TOKEN": "t1", "TRIP_PLANNER_TOKEN": "t2"}
+    for line in exports.splitlines():
+        if line.startswith("export "):
+            name, value = line.removeprefix("export ").split("#", 1)[0].strip().split("=", 1)
+            env[name] = value.strip('"')
+    assert env["CREW_MCP_AUTH"] == "oauth" and "serve --http --host 0.0.0.0" in exports
+    config = tmp_path / "team.toml"
+    config.write_text(_block_after("<!-- team-config", "toml"), encoding="utf-8")
+    settings = load_settings(env={**env, "CREW_MCP_LEDGER_URL": "memory://"}, config_path=str(config))
+    auth = settings.auth
+    assert auth.resource_url == "https://crew.example.com/mcp" and auth.scopes == [
+        "crew:read",
+        "crew:run",
+        "crew:approve",
+    ]
+    assert auth.approval.owner is False and auth.approval.group == "crew-reviewers"
+    assert auth.limits.kickoffs_per_minute == 10 and auth.limits.concurrent_waits == 2
+    from crew_mcp.auth import ScopeGate
+
+    assert isinstance(build_app(settings, host="0.0.0.0", port=8000), ScopeGate)  # protected, scopes and limits on

@@ -29,6 +29,7 @@ from .config import (
     Principal,
     allowed_crews,
     effective_scopes,
+    is_approver,
     may_approve,
     may_read,
     missing_scope,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from .jwt import JWTVerifier
     from .keys import KeyVerifier, generate_key, hash_key, key_config_entry
     from .limits import Decision, Limiter
-    from .wiring import auth_settings, build_verifier, protected_resource_routes, transport_security
+    from .wiring import auth_settings, build_verifier, is_loopback, protected_resource_routes, transport_security
 
 __all__ = [
     "ALL_SCOPES",
@@ -63,6 +64,8 @@ __all__ = [
     "effective_scopes",
     "generate_key",
     "hash_key",
+    "is_approver",
+    "is_loopback",
     "key_config_entry",
     "may_approve",
     "may_read",
@@ -85,6 +88,7 @@ _LAZY = {
     "ScopeGate": "gate",
     "auth_settings": "wiring",
     "build_verifier": "wiring",
+    "is_loopback": "wiring",
     "protected_resource_routes": "wiring",
     "transport_security": "wiring",
 }

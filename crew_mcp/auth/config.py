@@ -47,6 +47,7 @@ __all__ = [
     "Principal",
     "allowed_crews",
     "effective_scopes",
+    "is_approver",
     "may_approve",
     "may_read",
     "missing_scope",
@@ -127,10 +128,17 @@ class CrewAccessRule(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Per-principal limits; ``None`` turns one off."""
+    """Limits of ``serve --http``; ``None`` turns one off.
+
+    ``kickoffs_per_minute`` and ``concurrent_waits`` count per principal (so only with authentication on); the
+    session and body limits apply to every HTTP caller.
+    """
 
     kickoffs_per_minute: float | None = Field(default=30.0, gt=0)
     concurrent_waits: int | None = Field(default=4, ge=1)
+    session_idle_seconds: float | None = Field(default=1800.0, gt=0)
+    max_sessions: int | None = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
 class AuthConfig(_Strict):
@@ -293,13 +301,14 @@ def allowed_crews(principal: Principal, config: AuthConfig) -> frozenset[str] | 
     return frozenset(crews)
 
 
-def _approver(principal: Principal, config: AuthConfig) -> bool:
+def is_approver(principal: Principal, config: AuthConfig) -> bool:
+    """Whether ``principal`` is in the approvers group, and so may decide on anyone's run."""
     return config.approval.group is not None and config.approval.group in principal.groups
 
 
 def may_approve(principal: Principal, record_owner: str, config: AuthConfig) -> bool:
     """Whether ``principal`` may decide on a run owned by ``record_owner`` (scopes are checked apart)."""
-    return (config.approval.owner and principal.id == record_owner) or _approver(principal, config)
+    return (config.approval.owner and principal.id == record_owner) or is_approver(principal, config)
 
 
 def may_read(principal: Principal, record_owner: str, config: AuthConfig, *, awaiting_approval: bool) -> bool:

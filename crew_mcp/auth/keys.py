@@ -38,16 +38,24 @@ def generate_key() -> tuple[str, str]:
     return key, hash_key(key)
 
 
-def key_config_entry(key_hash: str, principal: str, scopes: Sequence[str] = ()) -> str:
-    """The ``[[auth.keys]]`` TOML block for a hash (what ``crew-mcp`` prints for the operator to paste)."""
+def key_config_entry(key_hash: str, principal: str, scopes: Sequence[str] = (), groups: Sequence[str] = ()) -> str:
+    """The ``[[auth.keys]]`` TOML block for a hash (what ``crew-mcp keys new`` prints for the operator to paste).
+
+    Raises:
+        ValueError: an unknown scope, or an empty or unprintable principal or group.
+    """
     unknown = [s for s in scopes if s not in ALL_SCOPES]
     if unknown:
         raise ValueError(f"unknown scope {', '.join(unknown)}; the scopes are {', '.join(ALL_SCOPES)}")
     if not principal or not principal.isprintable():
         raise ValueError("the principal must be a non-empty printable name")
+    if any(not g or not g.isprintable() for g in groups):
+        raise ValueError("each group must be a non-empty printable name")
     lines = ["[[auth.keys]]", f'hash = "{key_hash}"', f"principal = {_toml_string(principal)}"]
     if scopes:
         lines.append("scopes = [" + ", ".join(_toml_string(s) for s in scopes) + "]")
+    if groups:
+        lines.append("groups = [" + ", ".join(_toml_string(g) for g in groups) + "]")
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,7 @@ from .introspection import IntrospectionVerifier
 from .jwt import JWTVerifier
 from .keys import KeyVerifier
 
-__all__ = ["auth_settings", "build_verifier", "protected_resource_routes", "transport_security"]
+__all__ = ["auth_settings", "build_verifier", "is_loopback", "protected_resource_routes", "transport_security"]
 
 
 class _ByShape:
@@ -90,20 +90,28 @@ def auth_settings(config: AuthConfig) -> AuthSettings | None:
 
 
 def protected_resource_routes(config: AuthConfig) -> list[Route]:
-    """RFC 9728 metadata at the root form ``/.well-known/oauth-protected-resource`` (the SDK serves only the
-    path-suffixed form); empty unless in oauth mode."""
+    """RFC 9728 metadata at both well-known forms, ``/.well-known/oauth-protected-resource`` and the path-suffixed
+    one the ``WWW-Authenticate`` challenges point at; empty unless in oauth mode. Put them before the MCP app.
+
+    ``scopes_supported`` lists every enforced scope. The SDK's own route lists only the session-wide required
+    scope, and a client registers (RFC 7591) with the scopes it finds there; a strict authorization server then
+    refuses that client a broader scope on step-up (``invalid_scope``), so these routes shadow the SDK's.
+    """
     if config.mode != "oauth":
         return []
+    resource = _resource(config)
     metadata = ProtectedResourceMetadata.model_validate(
         {
-            "resource": _resource(config),
+            "resource": resource,
             "authorization_servers": [config.issuer],
-            "scopes_supported": [SCOPE_READ] if SCOPE_READ in config.enforced_scopes else None,
+            "scopes_supported": list(config.enforced_scopes) or None,
         }
     )
     handler = ProtectedResourceMetadataHandler(metadata)
     endpoint = cors_middleware(handler.handle, ["GET", "OPTIONS"])
-    return [Route("/.well-known/oauth-protected-resource", endpoint=endpoint, methods=["GET", "OPTIONS"])]
+    root = "/.well-known/oauth-protected-resource"
+    paths = dict.fromkeys([root, root + urlsplit(resource).path.rstrip("/")])
+    return [Route(path, endpoint=endpoint, methods=["GET", "OPTIONS"]) for path in paths]
 
 
 def _resource(config: AuthConfig) -> str:
@@ -114,8 +122,9 @@ def _resource(config: AuthConfig) -> str:
     return config.resource_url
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address) only accepts connections from this machine."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -144,7 +153,7 @@ def transport_security(public_url: str | None, host: str) -> TransportSecuritySe
         elif parts.port == default_port:
             hosts.append(netloc.rsplit(":", 1)[0])
         origins.append(f"{parts.scheme}://{netloc}")
-    if _loopback(host):
+    if is_loopback(host):
         hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
         origins += ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
     elif public_url is None:

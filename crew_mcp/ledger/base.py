@@ -93,21 +93,23 @@ class Ledger(Protocol):
     async def list(
         self,
         *,
-        owner: str,
+        owner: str | None,
         conversation_id: str | None = None,
         crew: str | None = None,
         state: str | None = None,
         limit: int = 20,
     ) -> builtins.list[RunRecord]:
-        """The owner's records, newest first (by ``created_at``), filtered."""
+        """The owner's records, newest first (by ``created_at``), filtered; ``owner=None``: every owner's (internal
+        use: what approvers may review)."""
         ...
 
     async def latest(self, *, owner: str, conversation_id: str) -> RunRecord | None:
         """The newest record of one conversation."""
         ...
 
-    async def pending_approvals(self, *, owner: str) -> builtins.list[RunRecord]:
-        """Records waiting for a human decision (state ``waiting_for_human`` with a pending task), newest first."""
+    async def pending_approvals(self, *, owner: str | None) -> builtins.list[RunRecord]:
+        """Records waiting for a human decision (state ``waiting_for_human`` with a pending task), newest first;
+        ``owner=None``: every owner's."""
         ...
 
     async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
@@ -130,13 +132,14 @@ class LedgerBase:
     async def list(
         self,
         *,
-        owner: str,
+        owner: str | None,
         conversation_id: str | None = None,
         crew: str | None = None,
         state: str | None = None,
         limit: int = 20,
     ) -> builtins.list[RunRecord]:
-        """The owner's records, newest first (by ``created_at``), filtered."""
+        """The owner's records, newest first (by ``created_at``), filtered; ``owner=None``: every owner's (internal
+        use: what approvers may review)."""
         raise NotImplementedError
 
     async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
@@ -152,8 +155,8 @@ class LedgerBase:
         found = await self.list(owner=owner, conversation_id=conversation_id, limit=1)
         return found[0] if found else None
 
-    async def pending_approvals(self, *, owner: str) -> builtins.list[RunRecord]:
-        """Records waiting for a human decision, newest first."""
+    async def pending_approvals(self, *, owner: str | None) -> builtins.list[RunRecord]:
+        """Records waiting for a human decision, newest first (``owner=None``: every owner's)."""
         waiting = await self.list(owner=owner, state=RecordState.WAITING_FOR_HUMAN.value, limit=sys.maxsize)
         return [r for r in waiting if is_pending_approval(r)]
 

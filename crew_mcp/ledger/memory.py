@@ -140,26 +140,30 @@ class MemoryLedger(LedgerBase):
     async def list(
         self,
         *,
-        owner: str,
+        owner: str | None,
         conversation_id: str | None = None,
         crew: str | None = None,
         state: str | None = None,
         limit: int = 20,
     ) -> builtins.list[RunRecord]:
-        """The owner's records, newest first, filtered by conversation, crew and state."""
+        """The owner's records (``None``: every owner's), newest first, filtered by conversation, crew and state."""
         if limit <= 0:
             return []
         with self._lock:
             self._check_open()
-            ids = (
-                self._by_conversation.get((owner, conversation_id), set())
-                if conversation_id is not None
-                else self._by_owner.get(owner, set())
-            )
+            ids: Iterable[str]
+            if owner is None:
+                ids = self._rows.keys()
+            elif conversation_id is not None:
+                ids = self._by_conversation.get((owner, conversation_id), set())
+            else:
+                ids = self._by_owner.get(owner, set())
+            rows = ((rid, self._rows[rid]) for rid in ids)
             hits = [
                 (e.created, rid, e)
-                for rid in ids
-                if (e := self._rows[rid]).owner == owner
+                for rid, e in rows
+                if (owner is None or e.owner == owner)
+                and (conversation_id is None or e.conversation_id == conversation_id)
                 and (crew is None or e.crew == crew)
                 and (state is None or e.state == str(state))
             ]

@@ -250,10 +250,12 @@ def is_pending_approval(record: RunRecord) -> bool:
     return record.state is RecordState.WAITING_FOR_HUMAN and record.pending is not None
 
 
-def matches(record: RunRecord, *, owner: str, conversation_id: str | None, crew: str | None, state: str | None) -> bool:
-    """True when ``record`` passes the :meth:`Ledger.list` filters."""
+def matches(
+    record: RunRecord, *, owner: str | None, conversation_id: str | None, crew: str | None, state: str | None
+) -> bool:
+    """True when ``record`` passes the :meth:`Ledger.list` filters (``owner=None``: any owner)."""
     return (
-        record.owner == owner
+        (owner is None or record.owner == owner)
         and (conversation_id is None or record.conversation_id == conversation_id)
         and (crew is None or record.crew == crew)
         and (state is None or record.state.value == str(state))

@@ -10,6 +10,7 @@ idx:created / idx:updated            every request_id, scored by created_at / up
 idx:owner:{owner}                    the owner's request_ids, scored by created_at
 idx:conv:{owner}:{conversation_id}   one conversation's, scored by created_at
 idx:state:{owner}:{state}            the owner's records in one state, scored by created_at
+idx:anystate:{state}                 every owner's records in one state (what approvers review), by created_at
 ```
 
 Every change is a read-modify-write under ``WATCH``/``MULTI``: when two replicas update one record at
@@ -44,23 +45,23 @@ DEFAULT_PREFIX = "crew-mcp:"
 
 _WATCH_ATTEMPTS = 50
 
-# ARGV: idx:created, idx:updated, then 9 per record: run key, kickoff key or "", owner, conversation and state
-# index keys, request_id, created µs, updated µs, JSON. Checks all before writing anything: all or nothing.
+# ARGV: idx:created, idx:updated, then 10 per record: run key, kickoff key or "", owner, conversation, state and
+# any-owner state index keys, request_id, created µs, updated µs, JSON. Checks all before writing: all or nothing.
 _INSERT_SCRIPT = """
 local created, updated = ARGV[1], ARGV[2]
-for b = 3, #ARGV, 9 do
+for b = 3, #ARGV, 10 do
   if redis.call('EXISTS', ARGV[b]) == 1 then return redis.error_reply('DUPLICATE request id') end
   if ARGV[b + 1] ~= '' and redis.call('EXISTS', ARGV[b + 1]) == 1 then
     return redis.error_reply('DUPLICATE kickoff id')
   end
 end
-for b = 3, #ARGV, 9 do
-  local rid = ARGV[b + 5]
-  redis.call('SET', ARGV[b], ARGV[b + 8])
+for b = 3, #ARGV, 10 do
+  local rid = ARGV[b + 6]
+  redis.call('SET', ARGV[b], ARGV[b + 9])
   if ARGV[b + 1] ~= '' then redis.call('SET', ARGV[b + 1], rid) end
-  for i = 2, 4 do redis.call('ZADD', ARGV[b + i], ARGV[b + 6], rid) end
-  redis.call('ZADD', created, ARGV[b + 6], rid)
-  redis.call('ZADD', updated, ARGV[b + 7], rid)
+  for i = 2, 5 do redis.call('ZADD', ARGV[b + i], ARGV[b + 7], rid) end
+  redis.call('ZADD', created, ARGV[b + 7], rid)
+  redis.call('ZADD', updated, ARGV[b + 8], rid)
 end
 return #ARGV
 """
@@ -197,22 +198,28 @@ class RedisLedger(LedgerBase):
     async def list(
         self,
         *,
-        owner: str,
+        owner: str | None,
         conversation_id: str | None = None,
         crew: str | None = None,
         state: str | None = None,
         limit: int = 20,
     ) -> builtins.list[RunRecord]:
-        """The owner's records, newest first, filtered by conversation, crew and state."""
+        """The owner's records (``None``: every owner's), newest first, filtered by conversation, crew and state."""
         if limit <= 0:
             return []
-        if conversation_id is not None:
+        if owner is None:
+            index = self._k("idx:anystate:", str(state)) if state is not None else self._k("idx:created")
+        elif conversation_id is not None:
             index = self._k("idx:conv:", owner, conversation_id)
         elif state is not None:
             index = self._k("idx:state:", owner, str(state))
         else:
             index = self._k("idx:owner:", owner)
-        exact = crew is None and (state is None or conversation_id is None)
+        # Exact: the index alone decides what matches, so a page of ``limit`` is enough.
+        if owner is None:
+            exact = crew is None and conversation_id is None
+        else:
+            exact = crew is None and (state is None or conversation_id is None)
         page = min(limit, 1000) if exact else max(4 * limit, 200)
         found: builtins.list[RunRecord] = []
         start = 0
@@ -235,11 +242,14 @@ class RedisLedger(LedgerBase):
         """A key: ``kind`` then the parts, each percent-encoded so a ``:`` in an owner cannot collide."""
         return self._prefix + kind + ":".join(quote(p, safe="") for p in parts)
 
-    def _index_keys(self, record: RunRecord) -> tuple[str, str, str]:
+    def _index_keys(self, record: RunRecord) -> tuple[str, str, str, str]:
+        """The owner, conversation, state and any-owner state indexes of ``record`` (the last two move with its
+        state)."""
         return (
             self._k("idx:owner:", record.owner),
             self._k("idx:conv:", record.owner, record.conversation_id),
             self._k("idx:state:", record.owner, record.state.value),
+            self._k("idx:anystate:", record.state.value),
         )
 
     def _load(self, raw: str) -> RunRecord:
@@ -350,8 +360,9 @@ class RedisLedger(LedgerBase):
             for index in self._index_keys(new):
                 pipe.zadd(index, {rid: created})
         elif old.state is not new.state:
-            pipe.zrem(self._index_keys(old)[2], rid)
-            pipe.zadd(self._index_keys(new)[2], {rid: created})
+            for before, after in zip(self._index_keys(old)[2:], self._index_keys(new)[2:], strict=True):
+                pipe.zrem(before, rid)
+                pipe.zadd(after, {rid: created})
 
     async def _delete_chunk(self, request_ids: Sequence[str], surplus: set[str], cutoff: int) -> int:
         keys = [self._k("run:", rid) for rid in request_ids]

@@ -214,17 +214,18 @@ class SqliteLedger(LedgerBase):
     async def list(
         self,
         *,
-        owner: str,
+        owner: str | None,
         conversation_id: str | None = None,
         crew: str | None = None,
         state: str | None = None,
         limit: int = 20,
     ) -> builtins.list[RunRecord]:
-        """The owner's records, newest first, filtered by conversation, crew and state."""
+        """The owner's records (``None``: every owner's), newest first, filtered by conversation, crew and state."""
         if limit <= 0:
             return []
-        where, args = ["owner = ?"], [owner]
-        for column, value in (("conversation_id", conversation_id), ("crew", crew), ("state", state)):
+        where: builtins.list[str] = ["1 = 1"]
+        args: builtins.list[str] = []
+        for column, value in (("owner", owner), ("conversation_id", conversation_id), ("crew", crew), ("state", state)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(str(value))
