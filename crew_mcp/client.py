@@ -2,10 +2,10 @@
 
 It is the only code in crew-mcp that touches httpx2 for AMP calls, and every request goes through one
 choke point, :meth:`CrewClient._request`, which turns transport failures, non-2xx answers and malformed
-2xx bodies into the classes of :mod:`crew_mcp.errors`. Retries follow the AMP retry-safety rules:
-``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff`` and ``POST /resume``
-retry only when the request provably never reached the service or was refused before acting (429, 503),
-because a second kickoff costs the user money.
+2xx bodies into the classes of :mod:`crew_mcp.errors`. Retries follow the retry-safety rules of
+:mod:`crew_mcp.retry`: ``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff`` and
+``POST /resume`` are sent again only when the request provably never left (connection refused, DNS), because a
+second kickoff costs the user money.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .errors import (
     APIConnectionError,
     APITimeoutError,
     ConfigError,
+    CrewAPIError,
     InvalidInputError,
     NotFoundError,
     status_error,
@@ -97,13 +98,17 @@ def validate_kickoff_id(kickoff_id: str) -> str:
     Raises:
         InvalidInputError: it is empty, too long, ``.``/``..``, or has characters outside ``A-Za-z0-9_.:-``.
     """
-    if not isinstance(kickoff_id, str) or kickoff_id in {".", ".."} or not _KICKOFF_ID_RE.fullmatch(kickoff_id):
+    if not _valid_kickoff_id(kickoff_id):
         shown = repr(kickoff_id)[:60]
         raise InvalidInputError(
             f"{shown} is not a valid kickoff_id: use the id returned by kickoff "
             "(1-128 characters: letters, digits, '_', '.', ':', '-')."
         )
     return kickoff_id
+
+
+def _valid_kickoff_id(kickoff_id: object) -> bool:
+    return isinstance(kickoff_id, str) and kickoff_id not in {".", ".."} and bool(_KICKOFF_ID_RE.fullmatch(kickoff_id))
 
 
 class CrewClient:
@@ -139,7 +144,8 @@ class CrewClient:
             raise ConfigError(f"Crew {name!r}: max_retries must be 0 or more.")
         self.name = name
         self._token = token or None
-        self._bodies = Bodies(Redactor(self._token), crew=name)
+        self._redactor = Redactor(self._token, url.password or None)
+        self._bodies = Bodies(self._redactor, crew=name)
         self._mode: StatusPathMode = status_path
         self._learned: str | None = None
         self._probe_lock = anyio.Lock()
@@ -181,6 +187,10 @@ class CrewClient:
         self._closed = True
         if self._pool is not None:
             await self._pool.aclose()
+
+    def redact(self, value: Any) -> Any:
+        """``value`` (text or parsed JSON the crew sent, e.g. a webhook payload) without this crew's secrets."""
+        return self._redactor.redact(value)
 
     @property
     def learned_status_path(self) -> str | None:
@@ -226,6 +236,9 @@ class CrewClient:
         with self._deadline("POST", "/kickoff") as deadline:
             response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
         parsed = self._bodies.model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
+        if not _valid_kickoff_id(parsed.kickoff_id):
+            # Never stored nor put in a URL: an id like "../../inputs" would make later reads hit another route.
+            raise self._bodies.invalid(response, "POST", "/kickoff", f"has no usable kickoff_id (request id {rid})")
         return KickoffResult(kickoff_id=parsed.kickoff_id, request_id=rid)
 
     async def status(self, kickoff_id: str) -> ExecutionStatus:
@@ -317,7 +330,11 @@ class CrewClient:
         body = self._bodies.json(response, "GET", path)
         if not isinstance(body, dict):
             raise self._bodies.invalid(response, "GET", path, "is not a JSON object")
-        return normalize_status(kickoff_id, body)
+        status = normalize_status(kickoff_id, body)
+        if status.raw_state is None:
+            # No state word at all: not a status body (a proxy's JSON, another API), never "still working".
+            raise self._bodies.invalid(response, "GET", path, "is not a run status (it has no state or status)")
+        return status
 
     @contextlib.contextmanager
     def _deadline(self, method: str, path: str) -> Iterator[float]:
@@ -339,16 +356,22 @@ class CrewClient:
     ) -> httpx2.Response:
         """Send through :meth:`_request` with retries allowed by the call's retry safety."""
 
-        async for attempt in stamina.retry_context(
-            on=retry_hook(safe=safe, deadline=deadline),
-            attempts=self._max_retries + 1,
-            timeout=None,
-            wait_initial=_WAIT_INITIAL,
-            wait_max=_WAIT_MAX,
-            wait_jitter=_WAIT_JITTER,
-        ):
-            with attempt:
-                return await self._request(method, path, body)
+        tries = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=retry_hook(safe=safe, deadline=deadline),
+                attempts=self._max_retries + 1,
+                timeout=None,
+                wait_initial=_WAIT_INITIAL,
+                wait_max=_WAIT_MAX,
+                wait_jitter=_WAIT_JITTER,
+            ):
+                with attempt:
+                    tries = attempt.num
+                    return await self._request(method, path, body)
+        except CrewAPIError as exc:
+            exc.attempts = max(tries, 1)  # messages say "after N attempts" only when there were several
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx2.Response:
