@@ -18,12 +18,11 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 import anyio
 import httpx2
 import stamina
-from pydantic import BaseModel
 
 from . import __version__
 from .bodies import EXCERPT_CHARS, Bodies
@@ -81,8 +80,6 @@ _WAIT_JITTER = 1.0
 _KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Never reached the service, so even a POST may be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class KickoffResult(NamedTuple):
@@ -376,7 +373,8 @@ class CrewClient:
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx2.Response:
         """The one place that talks HTTP: returns a 2xx response or raises a :mod:`crew_mcp.errors` class."""
-        where = self._where
+        call: dict[str, Any] = {"crew": self.name, "method": method, "path": path or "/"}
+        said = f"{method} {path or '/'}"
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -385,39 +383,26 @@ class CrewClient:
             except _NOT_SENT as exc:
                 cls = APIConnectionError if isinstance(exc, httpx2.ConnectError) else APITimeoutError
                 raise cls(
-                    f"{method} {path or '/'}: could not connect to {where} at {self._origin} "
-                    f"({type(exc).__name__}); check the crew URL and the network",
+                    f"{said}: could not connect to {self._where} at {self._origin} ({type(exc).__name__}); check the "
+                    "crew URL and the network",
                     sent=False,
-                    crew=self.name,
-                    method=method,
-                    path=path or "/",
+                    **call,
                 ) from None
             except httpx2.TimeoutException as exc:
                 raise APITimeoutError(
-                    f"{method} {path or '/'}: {where} did not answer in time ({type(exc).__name__})",
-                    crew=self.name,
-                    method=method,
-                    path=path or "/",
+                    f"{said}: {self._where} did not answer in time ({type(exc).__name__})", **call
                 ) from None
             except httpx2.HTTPError as exc:
+                detail = self._bodies.redact(str(exc))[:EXCERPT_CHARS]
                 raise APIConnectionError(
-                    f"{method} {path or '/'}: the connection to {where} failed after sending "
-                    f"({type(exc).__name__}: {self._bodies.redact(str(exc))[:EXCERPT_CHARS]})",
-                    crew=self.name,
-                    method=method,
-                    path=path or "/",
+                    f"{said}: the connection to {self._where} failed after sending ({type(exc).__name__}: {detail})",
+                    **call,
                 ) from None
             outcome = str(response.status_code)
             if response.is_success:
                 return response
-            raise status_error(
-                response.status_code,
-                self._bodies.error_body(response),
-                crew=self.name,
-                method=method,
-                path=path or "/",
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-            )
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise status_error(response.status_code, self._bodies.error_body(response), retry_after=retry_after, **call)
         finally:
             ms = (time.perf_counter() - started) * 1000
             logger.debug("%s %s %s %s %.1fms", self.name or "-", method, path or "/", outcome, ms)

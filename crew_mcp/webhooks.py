@@ -43,7 +43,7 @@ def webhook_routes(service: Callable[[], CrewService | None]) -> list[Route]:
         if not isinstance(kickoff_id, str):
             return JSONResponse({"error": "Not Found"}, status_code=404)
         try:
-            record = await svc.ledger.get(kickoff_id, owner=None)
+            record = await svc.ledger.get(kickoff_id, owner=None) or await svc.runs.claim(kickoff_id, payload, secret)
             expected = record.webhook_secret if record else None
             if record is None or not expected or not secrets.compare_digest(expected.encode(), secret.encode()):
                 logger.warning("refused a %s webhook for an unknown execution or with a wrong secret", kind)
