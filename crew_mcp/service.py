@@ -293,11 +293,12 @@ def _late(record: RunRecord, seconds: float, guidance: Guidance) -> RunView:
     read = record.status_fetched_at
     since = f" (read {read.isoformat(timespec='seconds')})" if read else ""
     view.message = (
-        f"crew {record.crew!r} did not answer a status read within {seconds:g} s; shown is the last status crew-mcp "
-        f"knows{since}."
+        f"crew {record.crew!r} gave no usable answer to a status read within {round(seconds, 1):g} s (its status API "
+        f"failed or did not answer); shown is the last status crew-mcp knows{since}."
     )
     view.next_step = (
-        f"Nothing is lost: the run is {record.kickoff_id}. Call {guidance.follow(record.kickoff_id)} again in a minute."
+        f"{view.message} Nothing is lost: the run is {record.kickoff_id}. Call {guidance.follow(record.kickoff_id)} "
+        "again in a minute."
     )
     return view
 

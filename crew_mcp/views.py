@@ -348,7 +348,7 @@ class ResumeView(BaseModel):
         verdict = "Approved" if self.approve else "Rejected"
         fb = f" with feedback: {self.feedback}" if self.feedback else ""
         lines = [f"{verdict} task {self.task_id} of run {self.kickoff_id}{fb}."]
-        if self.outcome != "applied" and self.message:
+        if self.message:
             lines.append(self.message)
         lines += [self.run.text(), self.next_step] if self.outcome != "applied" else [self.run.text()]
         return "\n".join(lines)
