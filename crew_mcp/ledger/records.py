@@ -146,8 +146,8 @@ def apply_failed(record: RunRecord, error: str, now: datetime, *, may_have_start
 
 def merge_status(old: ExecutionStatus | None, new: ExecutionStatus) -> ExecutionStatus:
     """``new``, keeping what ``old`` knew and ``new`` does not say: a status or webhook that brings less never erases
-    progress, output or usage; the task count never goes down; a finished run stays finished."""
-    if old is not None and old.terminal and not new.terminal:
+    progress, output or usage; the task count never goes down; a finished run stays finished as it finished."""
+    if old is not None and old.terminal and new.state is not old.state:
         return old
     if old is not None:
         fields = Progress.model_fields
