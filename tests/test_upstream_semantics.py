@@ -8,24 +8,28 @@ in-process (``hitl_support.in_memory``); the fault-injecting proxy suite is ``te
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
 import pytest
 import sim_support
 import stamina
-from hitl_support import OWNER, Env, documented, in_memory, instant_review_crew, until
+from hitl_support import OWNER, Env, documented, in_memory, instant_review_crew, read_json, until
+from mcp import Client
 
 from crew_mcp.adoption import ADOPT_MAX_CREWS, ADOPT_PER_MINUTE
 from crew_mcp.errors import RunNotFoundError
 from crew_mcp.identity import Caller
 from crew_mcp.ledger import RecordState, RunRecord
-from crew_mcp.server import INSTRUCTIONS
-from crew_mcp.settings import Settings
+from crew_mcp.runtime import Runtime
+from crew_mcp.server import INSTRUCTIONS, build_server
+from crew_mcp.settings import CrewConfig, Settings
 from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, builtin_crews
 from crew_mcp.views import Guidance, RunView
 
@@ -344,3 +348,102 @@ def test_an_unknown_state_word_is_not_called_still_working() -> None:
     step = view.suggest(Guidance(wait_seconds=10))
     assert "The crew is still working" not in step
     assert "state 'ARCHIVED', which crew-mcp does not understand" in step and "wait_seconds=10" in step
+
+
+# --------------------------------------------- 11: a kickoff whose answer was unreadable, found by its webhook
+
+
+async def test_a_may_have_started_kickoff_is_confirmed_by_the_first_webhook_carrying_its_request_id() -> None:
+    async with in_memory(MODE, webhooks=True) as env:
+        await env.call("list_inputs", {"crew": "research"})
+        env.sim.faults("research").fail_next(1, status=200, body={"unexpected": "shape"}, after_processing=True)
+        run = await env.call("kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}})
+        assert (
+            run["state"] == "may_have_started"
+            and "answered HTTP 200, but its answer could not be read" in (run["message"])
+        )
+        await env.sim.advance(3)  # the first task ends: its webhook echoes the kickoff's meta
+        found = await env.call("get_status", {"kickoff_id": run["request_id"]})
+        assert (found["kickoff_id"], found["state"]) == (env.sim.kickoff_ids("research")[0], "running")
+        assert env.sim.count("research", "POST", "/kickoff") == 1
+
+
+async def test_a_webhook_with_another_requests_secret_claims_nothing() -> None:
+    async with in_memory(MODE, webhooks=True) as env:
+        await env.call("list_inputs", {"crew": "research"})
+        env.sim.faults("research").fail_next(1, status=502, after_processing=True)
+        run = await env.call("kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}})
+        claimed = await env.service.runs.claim(
+            "forged-1", {"meta": {"crew_mcp_request_id": run["request_id"]}}, "not-the-secret"
+        )
+        assert claimed is None
+        record = await env.service.ledger.get_request(run["request_id"], owner=OWNER)
+        assert record is not None and (record.kickoff_id, record.state) == (None, RecordState.MAY_HAVE_STARTED)
+
+
+# ------------------------------------------------------------------- 16: secrets everywhere a crew can reach
+
+
+ECHO_TOKEN = "crew-token-0123456789abcdef-SECRET"
+URL_PASSWORD = "url-pass-9876543210"
+
+
+def _echoing_crew() -> Any:
+    """A crew that echoes a 20-character prefix of its token everywhere it can (a misbehaving proxy does)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    prefix = ECHO_TOKEN[:20]
+
+    async def inputs(_: Request) -> JSONResponse:
+        return JSONResponse({"inputs": ["topic"]})
+
+    async def kickoff(_: Request) -> JSONResponse:
+        return JSONResponse({"kickoff_id": "k-echo"})
+
+    async def status(_: Request) -> JSONResponse:
+        return JSONResponse({"state": "FAILED", "status": f"token {prefix} expired", "error": f"auth {prefix}..."})
+
+    async def health(_: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"Healthy ({prefix})")
+
+    return Starlette(
+        routes=[
+            Route("/inputs", inputs),
+            Route("/kickoff", kickoff, methods=["POST"]),
+            Route("/status/{kid}", status),
+            Route("/", health),
+        ]
+    )
+
+
+async def test_a_token_fragment_echoed_by_the_crew_reaches_no_result_resource_ledger_log_or_doctor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from crew_mcp.doctor import run_doctor
+    from crew_mcp.simulator import serve_app
+
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    async with serve_app(_echoing_crew()) as root:
+        url = root.replace("http://", f"http://crew:{URL_PASSWORD}@")
+        crew = CrewConfig(name="echo", url=url, token=ECHO_TOKEN)
+        settings = Settings(crews=[crew], owner=OWNER, ledger_url="memory://")
+        runtime = Runtime()
+        async with Client(build_server(settings, runtime=runtime)) as client:
+            started = await client.call_tool("kickoff_crew", {"inputs": {"topic": "x"}})
+            run = started.structured_content or {}
+            r = await client.call_tool("get_status", {"kickoff_id": run["kickoff_id"]})
+            seen += [json.dumps(r.structured_content), "".join(getattr(c, "text", "") for c in r.content)]
+            seen.append(json.dumps(await read_json(client, f"crew://executions/{run['kickoff_id']}")))
+            assert runtime.service is not None
+            seen.append((await runtime.service.ledger.get("k-echo", owner=OWNER) or "").__repr__())
+            seen.append((await run_doctor(runtime.service)).text())
+    seen += [r.getMessage() for r in caplog.records]
+    assert any("HTTP Request" in s for s in seen), "httpx2 logged its request lines"
+    everything = "\n".join(seen)
+    assert "expired" in everything and "Healthy" in everything  # what the crew said is there, redacted
+    assert not [ECHO_TOKEN[i : i + 8] for i in range(len(ECHO_TOKEN) - 7) if ECHO_TOKEN[i : i + 8] in everything]
+    assert URL_PASSWORD not in everything and URL_PASSWORD[:8] not in everything
