@@ -146,6 +146,13 @@ class Approvals:
     async def _send(self, record: RunRecord, decision: Decision) -> ResumeView:
         """POST the decision and record it (detached: it runs to its end even when nobody waits)."""
         assert record.kickoff_id is not None
+        try:
+            return await self._deliver(record, decision)
+        finally:  # only once the decision is recorded (or refused) may another be sent
+            self._sending.discard(record.kickoff_id)
+
+    async def _deliver(self, record: RunRecord, decision: Decision) -> ResumeView:
+        assert record.kickoff_id is not None
         kickoff_id = record.kickoff_id
         crew = self.tracker.registry.get(record.crew)
         try:
@@ -170,8 +177,6 @@ class Approvals:
                 note = "The decision was not applied; the run still waits for it."
                 raise e.UpstreamError.from_api(exc, crew=crew.name, action="send the decision", note=note) from None
             return await self._unsure(record, decision, exc)
-        finally:
-            self._sending.discard(kickoff_id)
         updated = await self.tracker.decide(kickoff_id, decision) or record
         return self._view(updated, decision, outcome="applied", answer=answer)
 

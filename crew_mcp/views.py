@@ -216,9 +216,10 @@ class RunView(BaseModel):
                 return "The run was cancelled upstream. Start a new run if it is still wanted."
             case "unconfirmed":
                 return (
-                    "crew-mcp recorded this kickoff but never got its kickoff_id back (it stopped or lost the answer "
-                    f"mid-request, request id {self.request_id}). A run may have started; check with the user before "
-                    "starting another."
+                    "crew-mcp has no kickoff_id for this kickoff yet: the crew's answer is still on its way, or "
+                    f"crew-mcp stopped or lost it mid-request (request id {self.request_id}). A run may have "
+                    "started; check with the user before starting another. "
+                    f"get_status(kickoff_id={self.request_id!r}) shows the run once its answer has come."
                 )
             case "may_have_started":
                 return (
