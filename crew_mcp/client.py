@@ -2,10 +2,10 @@
 
 It is the only code in crew-mcp that touches httpx2 for AMP calls, and every request goes through one
 choke point, :meth:`CrewClient._request`, which turns transport failures, non-2xx answers and malformed
-2xx bodies into the classes of :mod:`crew_mcp.errors`. Retries follow the AMP retry-safety rules:
-``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff``, ``/resume`` and ``/stop``
-retry only when the request provably never reached the service or was refused before acting (429, 503),
-because a second kickoff costs the user money.
+2xx bodies into the classes of :mod:`crew_mcp.errors`. Retries follow the retry-safety rules of
+:mod:`crew_mcp.retry`: ``GET`` calls retry on connection errors, timeouts, 429 and 5xx; ``POST /kickoff``,
+``/resume`` and ``/stop`` are sent again only when the request provably never left (connection refused, DNS), because a
+second kickoff costs the user money.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 import anyio
 import httpx2
 import stamina
-from pydantic import BaseModel
 
 from . import __version__
 from .bodies import EXCERPT_CHARS, Bodies
@@ -31,6 +30,7 @@ from .errors import (
     APIConnectionError,
     APITimeoutError,
     ConfigError,
+    CrewAPIError,
     InvalidInputError,
     NotFoundError,
     status_error,
@@ -89,8 +89,6 @@ _KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Never reached the service, so even a POST may be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
-_M = TypeVar("_M", bound=BaseModel)
-
 
 class KickoffResult(NamedTuple):
     """What a kickoff returns: AMP's ``kickoff_id`` and the client request id sent in ``meta``."""
@@ -105,13 +103,17 @@ def validate_kickoff_id(kickoff_id: str) -> str:
     Raises:
         InvalidInputError: it is empty, too long, ``.``/``..``, or has characters outside ``A-Za-z0-9_.:-``.
     """
-    if not isinstance(kickoff_id, str) or kickoff_id in {".", ".."} or not _KICKOFF_ID_RE.fullmatch(kickoff_id):
+    if not _valid_kickoff_id(kickoff_id):
         shown = repr(kickoff_id)[:60]
         raise InvalidInputError(
             f"{shown} is not a valid kickoff_id: use the id returned by kickoff "
             "(1-128 characters: letters, digits, '_', '.', ':', '-')."
         )
     return kickoff_id
+
+
+def _valid_kickoff_id(kickoff_id: object) -> bool:
+    return isinstance(kickoff_id, str) and kickoff_id not in {".", ".."} and bool(_KICKOFF_ID_RE.fullmatch(kickoff_id))
 
 
 class CrewClient:
@@ -147,7 +149,8 @@ class CrewClient:
             raise ConfigError(f"Crew {name!r}: max_retries must be 0 or more.")
         self.name = name
         self._token = token or None
-        self._bodies = Bodies(Redactor(self._token), crew=name)
+        self._redactor = Redactor(self._token, url.password or None)
+        self._bodies = Bodies(self._redactor, crew=name)
         self._mode: StatusPathMode = status_path
         self._learned: str | None = None
         self._probe_lock = anyio.Lock()
@@ -189,6 +192,10 @@ class CrewClient:
         self._closed = True
         if self._pool is not None:
             await self._pool.aclose()
+
+    def redact(self, value: Any) -> Any:
+        """``value`` (text or parsed JSON the crew sent, e.g. a webhook payload) without this crew's secrets."""
+        return self._redactor.redact(value)
 
     @property
     def learned_status_path(self) -> str | None:
@@ -234,6 +241,9 @@ class CrewClient:
         with self._deadline("POST", "/kickoff") as deadline:
             response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
         parsed = self._bodies.model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
+        if not _valid_kickoff_id(parsed.kickoff_id):
+            # Never stored nor put in a URL: an id like "../../inputs" would make later reads hit another route.
+            raise self._bodies.invalid(response, "POST", "/kickoff", f"has no usable kickoff_id (request id {rid})")
         return KickoffResult(kickoff_id=parsed.kickoff_id, request_id=rid)
 
     async def status(self, kickoff_id: str) -> ExecutionStatus:
@@ -339,7 +349,11 @@ class CrewClient:
         body = self._bodies.json(response, "GET", path)
         if not isinstance(body, dict):
             raise self._bodies.invalid(response, "GET", path, "is not a JSON object")
-        return normalize_status(kickoff_id, body)
+        status = normalize_status(kickoff_id, body)
+        if status.raw_state is None:
+            # No state word at all: not a status body (a proxy's JSON, another API), never "still working".
+            raise self._bodies.invalid(response, "GET", path, "is not a run status (it has no state or status)")
+        return status
 
     @contextlib.contextmanager
     def _deadline(self, method: str, path: str) -> Iterator[float]:
@@ -361,21 +375,28 @@ class CrewClient:
     ) -> httpx2.Response:
         """Send through :meth:`_request` with retries allowed by the call's retry safety."""
 
-        async for attempt in stamina.retry_context(
-            on=retry_hook(safe=safe, deadline=deadline),
-            attempts=self._max_retries + 1,
-            timeout=None,
-            wait_initial=_WAIT_INITIAL,
-            wait_max=_WAIT_MAX,
-            wait_jitter=_WAIT_JITTER,
-        ):
-            with attempt:
-                return await self._request(method, path, body)
+        tries = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=retry_hook(safe=safe, deadline=deadline),
+                attempts=self._max_retries + 1,
+                timeout=None,
+                wait_initial=_WAIT_INITIAL,
+                wait_max=_WAIT_MAX,
+                wait_jitter=_WAIT_JITTER,
+            ):
+                with attempt:
+                    tries = attempt.num
+                    return await self._request(method, path, body)
+        except CrewAPIError as exc:
+            exc.attempts = max(tries, 1)  # messages say "after N attempts" only when there were several
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx2.Response:
         """The one place that talks HTTP: returns a 2xx response or raises a :mod:`crew_mcp.errors` class."""
-        where = self._where
+        call: dict[str, Any] = {"crew": self.name, "method": method, "path": path or "/"}
+        said = f"{method} {path or '/'}"
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -384,39 +405,26 @@ class CrewClient:
             except _NOT_SENT as exc:
                 cls = APIConnectionError if isinstance(exc, httpx2.ConnectError) else APITimeoutError
                 raise cls(
-                    f"{method} {path or '/'}: could not connect to {where} at {self._origin} "
-                    f"({type(exc).__name__}); check the crew URL and the network",
+                    f"{said}: could not connect to {self._where} at {self._origin} ({type(exc).__name__}); check the "
+                    "crew URL and the network",
                     sent=False,
-                    crew=self.name,
-                    method=method,
-                    path=path or "/",
+                    **call,
                 ) from None
             except httpx2.TimeoutException as exc:
                 raise APITimeoutError(
-                    f"{method} {path or '/'}: {where} did not answer in time ({type(exc).__name__})",
-                    crew=self.name,
-                    method=method,
-                    path=path or "/",
+                    f"{said}: {self._where} did not answer in time ({type(exc).__name__})", **call
                 ) from None
             except httpx2.HTTPError as exc:
+                detail = self._bodies.redact(str(exc))[:EXCERPT_CHARS]
                 raise APIConnectionError(
-                    f"{method} {path or '/'}: the connection to {where} failed after sending "
-                    f"({type(exc).__name__}: {self._bodies.redact(str(exc))[:EXCERPT_CHARS]})",
-                    crew=self.name,
-                    method=method,
-                    path=path or "/",
+                    f"{said}: the connection to {self._where} failed after sending ({type(exc).__name__}: {detail})",
+                    **call,
                 ) from None
             outcome = str(response.status_code)
             if response.is_success:
                 return response
-            raise status_error(
-                response.status_code,
-                self._bodies.error_body(response),
-                crew=self.name,
-                method=method,
-                path=path or "/",
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-            )
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise status_error(response.status_code, self._bodies.error_body(response), retry_after=retry_after, **call)
         finally:
             ms = (time.perf_counter() - started) * 1000
             logger.debug("%s %s %s %s %.1fms", self.name or "-", method, path or "/", outcome, ms)

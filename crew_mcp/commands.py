@@ -104,7 +104,7 @@ async def _kickoff(svc: CrewService, args: argparse.Namespace) -> int:
     if args.wait and view.kickoff_id:
         view = await _follow(svc, view.kickoff_id, caller)
     _emit(args, view)
-    return 0
+    return 1 if view.state == "may_have_started" else 0  # scripts must not take it for a started run
 
 
 async def _follow(svc: CrewService, kickoff_id: str, caller: Caller) -> RunView:

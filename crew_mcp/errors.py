@@ -12,6 +12,7 @@ CrewMCPError
 │   ├── InvalidInputsError           a crew's inputs are missing, unknown or of the wrong type
 │   ├── UnknownCrewError             no such crew, or several and none named
 │   ├── RunNotFoundError             no run with that id (or with no id: none in the conversation) for the caller
+│   │   └── RunLostError             the ledger holds the run but its crew no longer knows it
 │   ├── RunNotWaitingError           the run is not waiting for a human decision
 │   ├── HumanOnlyError               the approval policy lets only a person decide
 │   └── ApprovalDeniedError          the approval rules let others (an approvers group) decide on this run
@@ -57,6 +58,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RunLostError",
     "RunNotFoundError",
     "RunNotWaitingError",
     "UnknownCrewError",
@@ -102,6 +104,10 @@ class UnknownCrewError(UsageError):
 
 class RunNotFoundError(UsageError):
     """No run matches for this caller (another owner's run is reported exactly like an unknown one)."""
+
+
+class RunLostError(RunNotFoundError):
+    """The ledger holds the run, but its crew answers that it does not know it (expired, or another deployment)."""
 
 
 class RunNotWaitingError(UsageError):
@@ -176,13 +182,21 @@ def _sentence(exc: CrewAPIError, name: str, action: str) -> str:
             f"{name} answered with something that is not the CrewAI AMP API (HTTP {exc.status_code}). "
             "Ask the user to check the crew's URL in the crew-mcp configuration."
         )
+    tries = f" ({exc.attempts} attempts)" if exc.attempts > 1 else ""
     if isinstance(exc, APIConnectionError):
-        kind = "timed out" if isinstance(exc, APITimeoutError) else "could not be reached"
-        return f"{name} {kind} after retries while trying to {action}. Try again in a minute."
+        # Worded by what happened: whether the request left, and how many attempts there were.
+        if not exc.sent:
+            return (
+                f"{name} could not be reached to {action}{tries}: the connection was never made, so nothing was "
+                "sent. Check the crew's URL and the network, or try again in a minute."
+            )
+        if isinstance(exc, APITimeoutError):
+            return f"{name} did not answer in time when asked to {action}{tries}."
+        return f"The connection to {name} broke after the request to {action} was sent{tries}."
     if isinstance(exc, APIStatusError):
         said = exc.body.get("message") or exc.body.get("error") or ""
         said = f" ({said})" if said else ""
-        return f"{name} failed to {action} with HTTP {exc.status_code}{said}."
+        return f"{name} failed to {action} with HTTP {exc.status_code}{said}{tries}."
     return f"{name} failed to {action}: {exc}"
 
 
@@ -197,6 +211,7 @@ class CrewAPIError(CrewMCPError):
         crew: the configured crew name, when known.
         method: the HTTP method of the failed call.
         path: the URL path of the failed call (never the query string, never the token).
+        attempts: how many times the request was tried (set by the client when it gives up).
     """
 
     def __init__(self, message: str, *, crew: str | None = None, method: str | None = None, path: str | None = None):
@@ -205,6 +220,7 @@ class CrewAPIError(CrewMCPError):
         self.crew = crew
         self.method = method
         self.path = path
+        self.attempts = 1
 
 
 class APIConnectionError(CrewAPIError):

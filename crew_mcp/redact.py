@@ -1,33 +1,87 @@
-"""Keeping a crew's token out of what crew-mcp shows: bodies, messages and logs built from what a crew sent.
+"""Keeping secrets out of what crew-mcp shows: bodies, messages, the ledger and logs.
 
-A crew (or a proxy in front of it) may echo the request back, bearer token included. Everything crew-mcp
-keeps or shows of a response passes through :class:`Redactor` first.
+A crew (or a proxy in front of it) may echo the request back, bearer token included, whole or in part; a URL
+may carry credentials (``https://user:password@host``). Everything crew-mcp keeps or shows of a response passes
+through :class:`Redactor` first, and :class:`RedactingFilter` does the same for log records (httpx2 logs every
+request URL at INFO). What is removed:
+
+* any run of 8 or more characters that also occurs in a secret (a prefix, a suffix or a middle of a token);
+* the user and password part of any URL (``scheme://***@host``);
+* the per-execution secret of a webhook URL (``/webhooks/***/``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MIN_SECRET_CHARS", "Redactor"]
+__all__ = ["MASK", "MIN_SECRET_CHARS", "RedactingFilter", "Redactor", "install_log_redaction", "redact_urls"]
 
 MIN_SECRET_CHARS = 8
-"""Shorter "tokens" (test placeholders) would turn redaction into corruption of ordinary text."""
-_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._~+=-]+")
+"""Secrets shorter than this (test placeholders) are not looked for, and fragments shorter than this are kept:
+shorter runs would turn redaction into corruption of ordinary text."""
+MASK = "***"
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@\"'<>]*@")
+_WEBHOOK_SECRET = re.compile(r"(/webhooks/)[^/\s\"'<>?#]+")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials of every URL and the secret of every webhook URL replaced by ``***``."""
+    if "://" in text and "@" in text:
+        text = _URL_CREDENTIALS.sub(rf"\1{MASK}@", text)
+    if "/webhooks/" in text:
+        text = _WEBHOOK_SECRET.sub(rf"\1{MASK}", text)
+    return text
 
 
 class Redactor:
-    """Replaces one secret with ``***`` wherever it appears in text or in parsed JSON."""
+    """Replaces secrets, and every fragment of 8 or more characters of them, with ``***`` in text or parsed JSON.
 
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret if secret and len(secret) >= MIN_SECRET_CHARS else None
+    Args:
+        secrets: the secrets to look for (None and shorter ones are ignored).
+    """
+
+    def __init__(self, *secrets: str | None) -> None:
+        kept = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS})
+        n = MIN_SECRET_CHARS
+        self._grams = frozenset(s[i : i + n] for s in kept for i in range(len(s) - n + 1))
+        self._byte_grams = frozenset(g.encode("utf-8", "surrogatepass") for g in self._grams)
+        chars = {c for s in kept for c in s}
+        # Only runs of secret characters at least a fragment long can hold one: a cheap prefilter in C.
+        cls = "".join(sorted(re.escape(c) for c in chars))
+        self._runs = re.compile(f"[{cls}]{{{n},}}") if kept else None
+        self._byte_runs = re.compile(f"[{cls}]{{{n},}}".encode("utf-8", "surrogatepass")) if kept else None
+
+    @property
+    def active(self) -> bool:
+        """True when there is a secret to look for."""
+        return self._runs is not None
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret fragment and URL credential replaced."""
+        value = redact_urls(value)
+        if self._runs is None:
+            return value
+        spans: list[tuple[int, int]] = []
+        for run in self._runs.finditer(value):
+            spans += self._covered(run.group(), run.start())
+        if not spans:
+            return value
+        out: list[str] = []
+        last = 0
+        for start, end in spans:
+            out += [value[last:start], MASK]
+            last = end
+        out.append(value[last:])
+        return "".join(out)
 
     def redact(self, value: Any) -> Any:
-        """``value`` (text, or JSON made of dicts and lists) with the secret replaced."""
-        if self._secret is None:
-            return value
+        """``value`` (text, or JSON made of dicts and lists) with secrets replaced."""
         if isinstance(value, str):
-            return value.replace(self._secret, "***")
+            return self.text(value)
         if isinstance(value, dict):
             return {self.redact(k): self.redact(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -35,14 +89,71 @@ class Redactor:
         return value
 
     def may_contain(self, raw: bytes) -> bool:
-        """False only when the raw body provably does not contain the secret, so its parsed form needs no walk.
-
-        A secret made of characters JSON never needs to escape can only hide behind a ``\\u`` escape; with no such
-        escape in the body it appears verbatim when it appears at all. Any other secret is always looked for.
-        """
-        secret = self._secret
-        if secret is None:
+        """False only when ``raw`` provably holds no secret fragment and no URL credential, so its parsed form needs
+        no walk. A ``\\u`` escape can hide anything, so a body with one is always walked."""
+        if b"\\u" in raw or (b"://" in raw and b"@" in raw) or b"/webhooks/" in raw:
+            return True
+        if self._byte_runs is None:
             return False
-        if _PLAIN_TOKEN.fullmatch(secret):
-            return secret.encode() in raw or b"\\u" in raw
+        n = MIN_SECRET_CHARS
+        grams = self._byte_grams
+        for run in self._byte_runs.finditer(raw):
+            piece = run.group()
+            if any(piece[i : i + n] in grams for i in range(len(piece) - n + 1)):
+                return True
+        return False
+
+    def _covered(self, run: str, offset: int) -> list[tuple[int, int]]:
+        """The spans of ``run`` (at ``offset`` in the text) made of secret fragments, overlapping ones merged."""
+        n = MIN_SECRET_CHARS
+        grams = self._grams
+        spans: list[tuple[int, int]] = []
+        for i in range(len(run) - n + 1):
+            if run[i : i + n] in grams:
+                start, end = offset + i, offset + i + n
+                if spans and start <= spans[-1][1]:
+                    spans[-1] = (spans[-1][0], end)
+                else:
+                    spans.append((start, end))
+        return spans
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that rewrites each record's message (and traceback text) through a :class:`Redactor`."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report, not ours
+            return True
+        clean = self.redactor.text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
         return True
+
+
+_LOGGERS = ("httpx2", "httpcore", "uvicorn", "uvicorn.error", "mcp")
+"""Loggers whose own records are filtered even when they do not reach the root handlers (httpx2 logs URLs)."""
+
+
+def install_log_redaction(redactor: Redactor) -> Callable[[], None]:
+    """Filter every record through ``redactor``: on the root logger's handlers and on the loggers of the libraries
+    that log URLs. Returns the function that removes the filters again."""
+    filt = RedactingFilter(redactor)
+    targets: list[logging.Filterer] = [*logging.getLogger().handlers, *map(logging.getLogger, _LOGGERS)]
+    for target in targets:
+        target.addFilter(filt)
+
+    def remove() -> None:
+        for target in targets:
+            target.removeFilter(filt)
+
+    return remove

@@ -1,9 +1,11 @@
 """When a failed crew call may be sent again, and how long to wait: the AMP retry-safety rules in one place.
 
 ``GET`` calls are safe to repeat: they retry on connection errors, timeouts, 429 and 5xx. ``POST /kickoff``
-and ``POST /resume`` start or change paid work: they retry only when the request provably never reached the
-service, or the service refused it before acting (429, 503). A ``Retry-After`` is honoured (capped) unless
-it would outlast the call's total budget.
+and ``POST /resume`` start or change paid work: they are sent again **only when the request provably never
+left crew-mcp** (the connection was refused, the name did not resolve, the connect or pool timeout ran out).
+A 429 or a 503 proves nothing: a gateway may answer so after it forwarded the request, so the work may have
+started. :func:`may_have_acted` says, for a failed POST, whether the crew may have acted on it.
+A ``Retry-After`` is honoured (capped) unless it would outlast the call's total budget.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from datetime import UTC, datetime
 
 import anyio
 
-from .errors import APIConnectionError, APIStatusError
+from .errors import APIConnectionError, APIStatusError, CrewAPIError
 
-__all__ = ["MAX_RETRY_AFTER", "REFUSED", "parse_retry_after", "retry_hook"]
+__all__ = ["MAX_RETRY_AFTER", "RETRYABLE_READ", "may_have_acted", "parse_retry_after", "retry_hook"]
 
 MAX_RETRY_AFTER = 30.0
 """A ``Retry-After`` above this many seconds is capped."""
-REFUSED = frozenset({429, 503})
-"""Statuses that mean "refused before acting", so even a POST may be sent again."""
+RETRYABLE_READ = frozenset({408, 429})
+"""Client-error statuses after which a read (never a POST) is tried again, besides every 5xx."""
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -45,6 +47,21 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def may_have_acted(exc: CrewAPIError) -> bool:
+    """True unless a failed POST provably left the crew untouched.
+
+    It did not act when the request never left (``sent=False``), or when the crew itself refused it with a client
+    error (400, 401, 403, 404, 409, 422, ...). Anything else may have started the work: 408, 429 and every 5xx
+    (a gateway may answer them after forwarding), a timeout or a broken connection after sending, and a 2xx
+    whose body could not be read.
+    """
+    if isinstance(exc, APIConnectionError):
+        return exc.sent
+    if isinstance(exc, APIStatusError):
+        return not (400 <= exc.status_code < 500 and exc.status_code not in RETRYABLE_READ)
+    return True
+
+
 def retry_hook(*, safe: bool, deadline: float) -> Callable[[Exception], bool | float]:
     """A stamina ``on=`` hook: retry (True), wait exactly N s (a float), or give up (False).
 
@@ -54,16 +71,14 @@ def retry_hook(*, safe: bool, deadline: float) -> Callable[[Exception], bool | f
     """
 
     def hook(exc: Exception) -> bool | float:
-        if isinstance(exc, APIStatusError):
-            if not (exc.status_code in REFUSED or (safe and exc.status_code >= 500)):
-                return False
-            wait = exc.retry_after
-        elif isinstance(exc, APIConnectionError):
-            if not safe and exc.sent:
-                return False
-            wait = None
-        else:
+        if isinstance(exc, APIConnectionError):
+            # A POST goes again only when it provably never left; a read whenever the connection failed.
+            return safe or not exc.sent
+        if not (safe and isinstance(exc, APIStatusError)):
             return False
+        if not (exc.status_code in RETRYABLE_READ or exc.status_code >= 500):
+            return False
+        wait = exc.retry_after
         if wait is None:
             return True
         # A wait that outlasts the total budget would only turn a clear 429/503 into a timeout.

@@ -2,28 +2,44 @@
 
 Every status change goes through :class:`RunTracker`: a read of the crew's status API (on demand, or by
 the shared poll loop of :mod:`crew_mcp.watch`), a webhook, or a decision. It merges what it learned into
-the ledger (only when something changed), hands the fresh record to waiters, and tells subscribers.
+the ledger (only when something changed, never erasing what was known), hands the fresh record to waiters,
+and tells subscribers.
+
+A kickoff_id the ledger does not know may be a run started elsewhere: :meth:`RunTracker.find_or_adopt` hands it
+to :mod:`crew_mcp.adoption`, unless the ledger holds it for another owner.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors as e
-from .client import validate_kickoff_id
+from .adoption import Adopter
+from .client import REQUEST_ID_META_KEY, validate_kickoff_id
 from .clock import Clock
 from .crews import CrewRegistry
 from .identity import Caller
 from .ledger import Decision, Ledger, RecordState, RunRecord, Stop
+from .ledger.records import merge_status
 from .models import ExecutionState, ExecutionStatus, PendingHumanInput
 from .normalize import normalize_status
 from .watch import POLL_INITIAL, Observation, OnUpdate, StatusHub
 
-__all__ = ["FINISHED_CACHE", "RESAVE_AFTER", "OnChange", "OnPause", "RunTracker", "live", "shown"]
+__all__ = [
+    "FINISHED_CACHE",
+    "RESAVE_AFTER",
+    "NoAnswerYet",
+    "OnChange",
+    "OnPause",
+    "RunTracker",
+    "live",
+    "shown",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +53,12 @@ FINISHED_CACHE = 1024
 RESAVE_AFTER = 30.0
 """Seconds after which an unchanged status is saved again (keeps ``status_fetched_at`` honest)."""
 
+_NOT_STARTED = (RecordState.UNCONFIRMED, RecordState.KICKOFF_FAILED, RecordState.MAY_HAVE_STARTED)
 _PENDING_WORDS = ("pending_human_input", "pending human input", "awaiting_human_input", "paused")
+
+
+class NoAnswerYet(Exception):
+    """A wait ended before the crew answered a single status read (its status API stalls)."""
 
 
 class RunTracker:
@@ -61,17 +82,20 @@ class RunTracker:
         on_change: OnChange | None = None,
         on_pause: OnPause | None = None,
         poll_initial: float = POLL_INITIAL,
+        adopt: bool = True,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
         self.clock = clock
         self.hub = StatusHub(self.refresh, clock, initial=poll_initial)
+        self.adopter = Adopter(ledger, registry, clock) if adopt else None
         self._on_change = on_change
         self._on_pause = on_pause
         self._finished: OrderedDict[str, RunRecord] = OrderedDict()
 
     async def find(self, kickoff_id: str | None, caller: Caller) -> RunRecord:
-        """The caller's record for ``kickoff_id``; with no id, the conversation's latest run.
+        """The caller's record for ``kickoff_id`` (or for a kickoff's request id); with no id, the conversation's
+        latest run.
 
         Raises:
             InvalidInputError: the kickoff_id is malformed.
@@ -98,11 +122,44 @@ class RunTracker:
             if other is not None and other.state is RecordState.WAITING_FOR_HUMAN and caller.may_decide(other.owner):
                 record = other
         if record is None:
-            raise e.RunNotFoundError(
-                f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
-                "Call list_executions to see your runs (kickoff_ids are case-sensitive)."
-            )
+            record = await self.ledger.get_request(kickoff_id, owner=caller.owner)
+        if record is None:
+            raise _not_found(kickoff_id)
         return record
+
+    async def find_or_adopt(
+        self, kickoff_id: str, caller: Caller, *, crew: str | None = None, within: float = 10.0
+    ) -> tuple[RunRecord, bool]:
+        """:meth:`find`, else the run adopted from the crew that knows it; True when it was adopted just now (its
+        status is fresh from the crew). ``crew`` (else each crew in turn) is asked within ``within`` seconds.
+
+        Raises:
+            InvalidInputError, RunNotFoundError, LedgerError: see :meth:`find`.
+            UnknownCrewError: ``crew`` names no crew.
+            UpstreamError: the crews could not be asked.
+        """
+        try:
+            return await self.find(kickoff_id, caller), False
+        except e.RunNotFoundError:
+            # Never for an id the ledger holds for another owner: no upstream call, and the same words.
+            if self.adopter is None or await self.ledger.get(kickoff_id, owner=None) is not None:
+                raise
+        adopted = await self.adopter.adopt(kickoff_id, caller, crew, within)
+        if adopted is None:
+            raise _not_found(kickoff_id)
+        return adopted, True
+
+    def lost(self, record: RunRecord) -> e.RunLostError:
+        """The error for a run the ledger holds but its crew says it does not know."""
+        last = record.status_fetched_at or record.updated_at
+        inputs = f" with inputs {', '.join(record.input_names)}" if record.input_names else ""
+        return e.RunLostError(
+            f"Crew {record.crew!r} no longer knows run {record.kickoff_id} (it answered 'not found'), though crew-mcp "
+            f"started or followed it (last seen {record.state.value} at {last.isoformat(timespec='seconds')}). The "
+            "crew may have expired it, or its URL now points at another deployment. Tell the user; if the result is "
+            f"still wanted, start a new run (kickoff_crew(crew={record.crew!r}, ...){inputs}). list_executions "
+            "shows your other runs."
+        )
 
     async def observe(self, record: RunRecord, *, wait: float = 0.0, on_update: OnUpdate | None = None) -> Observation:
         """The run's current status, reading the crew unless the record is final; waits up to ``wait`` seconds.
@@ -116,11 +173,13 @@ class RunTracker:
         try:
             if wait > 0:
                 seen = await self.hub.wait(record, timeout=wait, on_update=on_update)
-                if seen is not None:
-                    return seen
+                if seen is None:  # the poll loop's read is still out: another read would only stall beside it
+                    raise NoAnswerYet
+                return seen
             return await self.refresh(record)
         except e.CrewAPIError as exc:
-            raise e.UpstreamError.from_api(exc, crew=record.crew, action="read the run's status") from None
+            note = "Call get_status again in a minute."
+            raise e.UpstreamError.from_api(exc, crew=record.crew, action="read the run's status", note=note) from None
 
     async def refresh(self, record: RunRecord) -> Observation:
         """Read the run's status from its crew, save it when it changed, and tell subscribers.
@@ -134,7 +193,7 @@ class RunTracker:
         """
         assert record.kickoff_id is not None
         crew = self.registry.get(record.crew)
-        upstream = await crew.client.status(record.kickoff_id)
+        upstream = merge_status(record.status, await crew.client.status(record.kickoff_id))
         if _changed(record, upstream, self.clock.now()):
             saved = await self.ledger.save_status(record.kickoff_id, upstream, now=self.clock.now())
             if saved is not None:
@@ -143,6 +202,7 @@ class RunTracker:
                     await self._tell(record.kickoff_id)
                     self._paused(saved)
                 record = saved
+                upstream = saved.status or upstream
         return Observation(_merge_pending(upstream, record), record)
 
     async def webhook(self, record: RunRecord, kind: str, payload: dict[str, Any]) -> None:
@@ -153,6 +213,7 @@ class RunTracker:
         """
         assert record.kickoff_id is not None
         kickoff_id = record.kickoff_id
+        payload = self.registry.get(record.crew).client.redact(payload)  # a crew may echo its token
         saved: RunRecord | None = None
         status: ExecutionStatus | None = None
         if _is_human_request(kind, payload):
@@ -166,10 +227,49 @@ class RunTracker:
             saved = await self.ledger.save_status(kickoff_id, status, now=self.clock.now())
         if saved is not None:
             self._remember(saved)
-            self.hub.push(kickoff_id, Observation(status or shown(saved), saved))
+            # What the ledger made of it (merged), never the bare webhook: it carries no progress.
+            self.hub.push(kickoff_id, Observation(shown(saved), saved))
         else:
             self.hub.push(kickoff_id)
         await self._tell(kickoff_id)
+
+    async def confirm_by_webhook(self, record: RunRecord, kickoff_id: str) -> RunRecord | None:
+        """Confirm ``record`` (no kickoff_id yet) with the ``kickoff_id`` its own authenticated webhook names.
+
+        Returns None when the id is not a usable kickoff_id.
+
+        Raises:
+            LedgerError: the record could not be confirmed.
+        """
+        if not _valid_id(kickoff_id):
+            return None
+        confirmed = await self.ledger.confirm(record.request_id, kickoff_id)
+        logger.info("run %s of request %s confirmed by the crew's webhook", kickoff_id, record.request_id)
+        return confirmed
+
+    async def claim(self, kickoff_id: str, payload: dict[str, Any], secret: str) -> RunRecord | None:
+        """The record a webhook for an unrecorded ``kickoff_id`` belongs to, confirmed with that id; else None.
+
+        A kickoff whose answer was lost (``may_have_started``) or is still on its way has no kickoff_id yet, but
+        AMP echoes the kickoff's ``meta`` (and so crew-mcp's request id) in every webhook. Only the request's own
+        webhook secret may claim it.
+
+        Raises:
+            LedgerError: the record could not be confirmed.
+        """
+        meta = payload.get("meta")
+        request_id = meta.get(REQUEST_ID_META_KEY) if isinstance(meta, dict) else None
+        if not isinstance(request_id, str) or not request_id or not _valid_id(kickoff_id):
+            return None
+        record = await self.ledger.get_request(request_id, owner=None)
+        expected = record.webhook_secret if record is not None else None
+        if record is None or record.kickoff_id is not None or not expected:
+            return None
+        if not secrets.compare_digest(expected.encode(), secret.encode(errors="replace")):
+            return None
+        confirmed = await self.ledger.confirm(request_id, kickoff_id)
+        logger.info("run %s of request %s confirmed by the crew's webhook", kickoff_id, request_id)
+        return confirmed
 
     async def decide(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
         """Record a decision the crew accepted, and wake the run's poll loop: the crew acts on it next.
@@ -213,9 +313,25 @@ class RunTracker:
             self._finished.popitem(last=False)
 
 
+def _valid_id(kickoff_id: str) -> bool:
+    try:
+        validate_kickoff_id(kickoff_id)
+    except e.InvalidInputError:
+        return False
+    return True
+
+
+def _not_found(kickoff_id: str) -> e.RunNotFoundError:
+    # The same words for an unknown id and for another owner's: the answer must not reveal which it is.
+    return e.RunNotFoundError(
+        f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
+        "Call list_executions to see your runs (kickoff_ids are case-sensitive)."
+    )
+
+
 def live(record: RunRecord) -> bool:
     """True when the run's crew may still have news: it was started and has not finished."""
-    if record.kickoff_id is None or record.state in (RecordState.UNCONFIRMED, RecordState.KICKOFF_FAILED):
+    if record.kickoff_id is None or record.state in _NOT_STARTED:
         return False
     return record.status is None or not record.status.terminal
 
@@ -227,7 +343,7 @@ def shown(record: RunRecord) -> ExecutionStatus:
         return _merge_pending(record.status, record)
     try:
         state = ExecutionState(record.state.value)
-    except ValueError:  # unconfirmed or kickoff_failed: nothing upstream to show
+    except ValueError:  # unconfirmed, kickoff_failed or may_have_started: nothing upstream to show
         state = ExecutionState.UNKNOWN
     return ExecutionStatus(kickoff_id=record.kickoff_id or record.request_id, state=state, pending=record.pending)
 

@@ -43,7 +43,7 @@ ServiceOpener = Callable[..., AbstractAsyncContextManager[CrewService]]
 """:func:`~crew_mcp.service.open_service`, or the same with some of its arguments bound (tests)."""
 
 INSTRUCTIONS = """crew-mcp runs CrewAI crews. Typical flow: list_crews → list_inputs(crew) →
-kickoff_crew(crew, inputs) → get_status(kickoff_id, wait_seconds=30) until the run completes.
+kickoff_crew(crew, inputs) → get_status(kickoff_id, wait_seconds={wait}) until the run completes.
 Runs can take minutes: each call returns within the host's time limit with the kickoff_id; call get_status again
 to keep waiting. When a run waits for human review (state waiting_for_human), show the user the output and ask
 them; never approve on their behalf; then call resume_with_feedback. Runs are kept in crew-mcp's run ledger:
@@ -134,7 +134,8 @@ def build_server(
         "crew-mcp",
         title="CrewAI crews",
         version=__version__,
-        instructions=INSTRUCTIONS + (SIMULATED_NOTE if settings.simulated else ""),
+        instructions=INSTRUCTIONS.format(wait=settings.recommended_wait)
+        + (SIMULATED_NOTE if settings.simulated else ""),
         lifespan=lifespan,
         log_level=settings.log_level,
         subscriptions=runtime.subscriptions.bus,

@@ -23,12 +23,15 @@ from .approvals import Approvals
 from .client import validate_kickoff_id
 from .clock import Clock, SystemClock
 from .crews import Crew, CrewRegistry, build_registry
+from .detach import Detacher
 from .identity import Caller
 from .inputs import InputInfo, validate_inputs
 from .kickoff import Launcher
-from .ledger import Ledger, RunRecord, default_ledger_url, open_ledger, run_retention, sqlite_path
+from .ledger import Ledger, RecordState, RunRecord, default_ledger_url, open_ledger, run_retention, sqlite_path
+from .models import ExecutionState
 from .notices import Notifier
-from .runs import OnChange, OnPause, RunTracker, live
+from .redact import Redactor, install_log_redaction
+from .runs import NoAnswerYet, OnChange, OnPause, RunTracker, live
 from .settings import Settings
 from .stopping import Stopper, StopView
 from .views import (
@@ -71,13 +74,21 @@ class CrewService:
         self.ledger = ledger
         self.clock = clock
         self.webhook_base = webhook_base
-        wait = min(30, int(settings.wait_cap_seconds))
-        self.guidance = Guidance(approval_policy=settings.approval_policy, wait_seconds=wait)
+        self.guidance = Guidance(approval_policy=settings.approval_policy, wait_seconds=settings.recommended_wait)
+        self.detacher = Detacher()
         self.runs = RunTracker(
-            ledger, registry, clock, on_change=on_change, on_pause=on_pause, poll_initial=poll_initial
+            ledger,
+            registry,
+            clock,
+            on_change=on_change,
+            on_pause=on_pause,
+            poll_initial=poll_initial,
+            adopt=settings.adopt_runs,
         )
-        self.launcher = Launcher(ledger, clock, webhook_base=webhook_base, keep_input_values=settings.keep_input_values)
-        self.approvals = Approvals(self.runs, settings, clock, self.guidance)
+        self.launcher = Launcher(
+            ledger, clock, self.detacher, webhook_base=webhook_base, keep_input_values=settings.keep_input_values
+        )
+        self.approvals = Approvals(self.runs, settings, clock, self.guidance, self.detacher)
         self.stopper = Stopper(self.runs, clock, self.guidance)
 
     def list_crews(self, typed_tools: Mapping[str, str] | None = None, caller: Caller | None = None) -> CrewList:
@@ -102,14 +113,14 @@ class CrewService:
         return CrewList(crews=crews, simulated=self.registry.simulated, note=note)
 
     async def list_inputs(self, crew: str | None, *, refresh: bool = False, caller: Caller | None = None) -> CrewInputs:
-        """A crew's inputs (cached), with the kickoff call to make next.
+        """A crew's inputs (cached), with the kickoff call to make next; answers within the margin.
 
         Raises:
             UnknownCrewError: no such crew (for ``caller``).
-            UpstreamError: the crew could not be asked.
+            UpstreamError: the crew could not be asked, or did not answer in time.
         """
         c = self._crew(crew, caller)
-        infos = await self._catalogue(c, refresh=refresh)
+        infos = await self._catalogue(c, refresh=refresh, within=self.settings.answer_margin_seconds)
         names = ", ".join(f"{i.name}=..." for i in infos if i.required and i.default is None)
         return CrewInputs(
             crew=c.name,
@@ -130,16 +141,32 @@ class CrewService:
     ) -> RunView:
         """Validate, record, kick off, confirm; optionally wait a bounded time for the run to settle.
 
+        Answers within ``settings.answer_bound(wait_seconds)`` whatever the crew does: a kickoff whose answer has
+        not come by then is reported as possibly started, with its request id, and recorded when the answer comes.
+
         Raises:
             UnknownCrewError, InvalidInputsError: before anything is recorded or sent.
             LedgerError: the run could not be recorded (nothing was sent).
-            UpstreamError: the kickoff failed (``may_have_started`` says whether a run may exist).
+            UpstreamError: the crew refused the kickoff or it never left: no run was started.
         """
+        start = anyio.current_time()
+        deadline = start + self.settings.answer_bound(wait_seconds)
+        margin = self.settings.answer_margin_seconds
         c = self._crew(crew, caller)
-        infos = await self._catalogue(c)
+        infos = await self._catalogue(c, within=margin)
         encoded = validate_inputs(c.name, infos, inputs, allow_extra=c.config.allow_extra_inputs)
-        launch = await self.launcher.launch(c, encoded, caller)
+        left = max(start + margin - anyio.current_time(), 0.0)
+        launch = await self.launcher.launch(c, encoded, caller, within=left)
         record = launch.record
+        if launch.in_flight:
+            return _in_flight(record, margin, self.guidance)
+        if launch.uncertain is not None:
+            view = RunView.of(record, guidance=self.guidance)
+            problem = f" crew-mcp's run ledger could not record this ({launch.ledger_problem})." * bool(
+                launch.ledger_problem
+            )
+            view.message = launch.uncertain + problem
+            return view
         if launch.ledger_problem is not None:
             view = RunView.of(record, guidance=self.guidance)
             view.message = f"The run started, but crew-mcp's run ledger could not record it ({launch.ledger_problem})."
@@ -151,7 +178,7 @@ class CrewService:
         if wait_seconds <= 0:
             return RunView.of(record, guidance=self.guidance)
         try:
-            return await self._observe(record, wait_seconds, on_update)
+            return await self._observe(record, wait_seconds, on_update, deadline)
         except Exception as exc:  # the run exists: whatever failed while waiting, hand over its kickoff_id
             logger.warning("run %s started, but reading its status failed: %s", record.kickoff_id, exc)
             view = RunView.of(record, guidance=self.guidance)
@@ -169,24 +196,49 @@ class CrewService:
         *,
         wait_seconds: float = 0.0,
         on_update: OnUpdate | None = None,
+        crew: str | None = None,
     ) -> RunView:
         """The run's status: final ones from the ledger, others from the crew (waiting up to ``wait_seconds``).
 
+        A kickoff_id the ledger does not know is looked up on the crew (``crew``, or each crew in turn) and adopted
+        when the crew knows it (``settings.adopt_runs``). ``kickoff_id`` may also be the request id of a kickoff
+        that never got a kickoff_id. Answers within ``settings.answer_bound(wait_seconds)``.
+
         Raises:
-            InvalidInputError, RunNotFoundError, UpstreamError, LedgerError.
+            InvalidInputError, RunNotFoundError (RunLostError: the crew no longer knows it), UpstreamError,
+            LedgerError.
         """
-        record = await self.runs.find(kickoff_id, caller)
+        deadline = anyio.current_time() + self.settings.answer_bound(wait_seconds)
+        if not kickoff_id:
+            record = await self.runs.find(None, caller)
+        else:
+            margin = self.settings.answer_margin_seconds
+            record, adopted = await self.runs.find_or_adopt(kickoff_id, caller, crew=crew, within=margin)
+            if adopted and (wait_seconds <= 0 or not live(record)):
+                return RunView.of(record, guidance=self.guidance)  # just read from the crew
         if not live(record):
             return RunView.of(record, guidance=self.guidance, from_ledger=True)
-        return await self._observe(record, wait_seconds, on_update)
+        return await self._observe(record, wait_seconds, on_update, deadline)
 
-    async def _observe(self, record: RunRecord, wait_seconds: float, on_update: OnUpdate | None) -> RunView:
-        wait = min(max(wait_seconds, 0.0), self.settings.wait_cap_seconds)
-        seen = await self.runs.observe(record, wait=wait, on_update=on_update)
-        rejected = await self.approvals.expire(seen.record)
-        if rejected is not None:
-            return rejected.run
-        return RunView.of(seen.record, seen.status, guidance=self.guidance)
+    async def _observe(
+        self, record: RunRecord, wait_seconds: float, on_update: OnUpdate | None, deadline: float
+    ) -> RunView:
+        margin = self.settings.answer_margin_seconds
+        room = deadline - anyio.current_time()
+        wait = min(max(wait_seconds, 0.0), self.settings.wait_cap_seconds, max(room - margin, 0.0))
+        with anyio.move_on_after(max(room, 0.0)) as bound:
+            try:
+                seen = await self.runs.observe(record, wait=wait, on_update=on_update)
+            except NoAnswerYet:
+                return _late(record, wait, self.guidance)
+            if seen.status.state is ExecutionState.NOT_FOUND:
+                raise self.runs.lost(seen.record)
+            rejected = await self.approvals.expire(seen.record)
+            if rejected is not None:
+                return rejected.run
+            return RunView.of(seen.record, seen.status, guidance=self.guidance)
+        assert bound.cancelled_caught
+        return _late(record, max(room, 0.0), self.guidance)
 
     async def resume(
         self, kickoff_id: str, caller: Caller, *, approve: bool, feedback: str = "", task_id: str | None = None
@@ -260,11 +312,50 @@ class CrewService:
             raise e.UnknownCrewError(f"Unknown crew {name!r}. Available crews: {available}. Call list_crews.")
         raise e.UnknownCrewError(f"Several crews are configured; pass crew= one of {available}.")
 
-    async def _catalogue(self, crew: Crew, *, refresh: bool = False) -> list[InputInfo]:
+    async def _catalogue(self, crew: Crew, *, within: float, refresh: bool = False) -> list[InputInfo]:
         try:
-            return await crew.inputs(refresh=refresh)
+            with anyio.move_on_after(within):
+                return await crew.inputs(refresh=refresh)
         except e.CrewAPIError as exc:
             raise e.UpstreamError.from_api(exc, crew=crew.name, action="list its inputs") from None
+        raise e.UpstreamError(
+            f"crew {crew.name!r} did not answer GET /inputs within {within:g} s. Nothing was started; try again in a "
+            "minute.",
+            crew=crew.name,
+            may_have_started=False,
+        )
+
+
+def _in_flight(record: RunRecord, seconds: float, guidance: Guidance) -> RunView:
+    """The answer for a kickoff still in flight when the caller's time is up."""
+    view = RunView.of(record, guidance=guidance)
+    view.state = RecordState.MAY_HAVE_STARTED.value
+    view.message = (
+        f"The kickoff request was sent to crew {record.crew!r}, which has not answered within {seconds:g} s. So a run "
+        f"may have started. crew-mcp keeps waiting for the answer and records the run's kickoff_id when it comes "
+        f"(request id {record.request_id})."
+    )
+    view.next_step = (
+        f"Do not start another run. In a minute, call get_status(kickoff_id={record.request_id!r}) (the request id "
+        "works until the run has a kickoff_id) to see whether it started."
+    )
+    return view
+
+
+def _late(record: RunRecord, seconds: float, guidance: Guidance) -> RunView:
+    """The answer when the crew's status API did not answer in time: the last known status, and the handle."""
+    view = RunView.of(record, guidance=guidance, from_ledger=True)
+    read = record.status_fetched_at
+    since = f" (read {read.isoformat(timespec='seconds')})" if read else ""
+    view.message = (
+        f"crew {record.crew!r} gave no usable answer to a status read within {round(seconds, 1):g} s (its status API "
+        f"failed or did not answer); shown is the last status crew-mcp knows{since}."
+    )
+    view.next_step = (
+        f"{view.message} Nothing is lost: the run is {record.kickoff_id}. Call {guidance.follow(record.kickoff_id)} "
+        "again in a minute."
+    )
+    return view
 
 
 @asynccontextmanager
@@ -313,7 +404,9 @@ async def open_service(
     # Entered by hand and left with no exception: an error in the caller's block must reach the caller as
     # itself, not wrapped in the background task group's ExceptionGroup.
     background = anyio.create_task_group()
+    unredact = install_log_redaction(Redactor(*settings.secrets()))
     try:
+        await service.detacher.__aenter__()
         await service.runs.hub.__aenter__()
         await background.__aenter__()
         background.start_soon(_retention, service)
@@ -329,9 +422,11 @@ async def open_service(
         background.cancel_scope.cancel()
         await background.__aexit__(None, None, None)
         await service.runs.hub.__aexit__(None, None, None)
+        await service.detacher.__aexit__(None, None, None)  # a kickoff in flight still records its kickoff_id
         with anyio.CancelScope(shield=True):  # connections and files are released even when cancelled
             await registry.aclose()
             await store.aclose()
+            unredact()
 
 
 async def _retention(service: CrewService) -> None:

@@ -14,8 +14,18 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from .auth.config import AuthConfig
 from .errors import ConfigError
@@ -97,6 +107,9 @@ class Settings(_Strict):
     config_path: str | None = None
     ledger_url: str | None = None
     wait_cap_seconds: float = Field(default=45.0, ge=0, le=600)
+    recommended_wait_seconds: float | None = Field(default=None, ge=0, le=600)
+    answer_margin_seconds: float = Field(default=10.0, gt=0, le=120)
+    adopt_runs: bool = True
     approval_policy: Literal["model", "human"] = "model"
     approval_expiry_seconds: float | None = Field(default=None, gt=0)
     approval_expiry_action: Literal["flag", "reject"] = "flag"
@@ -150,6 +163,33 @@ class Settings(_Strict):
             )
         return None
 
+    @field_validator("recommended_wait_seconds")
+    @classmethod
+    def _wait_within_cap(cls, v: float | None, info: ValidationInfo) -> float | None:
+        cap = info.data.get("wait_cap_seconds")
+        if v is not None and cap is not None and v > cap:
+            raise ValueError(f"must not exceed the wait cap ({cap:g} s): a hint may not promise a wait the server cuts")
+        return v
+
+    @property
+    def recommended_wait(self) -> int:
+        """The wait next-step hints suggest: the configured one, else 30 s, never above the cap."""
+        wanted = self.recommended_wait_seconds if self.recommended_wait_seconds is not None else 30.0
+        return int(min(wanted, self.wait_cap_seconds))
+
+    def answer_bound(self, wait_seconds: float) -> float:
+        """The longest a tool call may take when asked to wait ``wait_seconds``: the capped wait plus the margin."""
+        return min(max(wait_seconds, 0.0), self.wait_cap_seconds) + self.answer_margin_seconds
+
+    def secrets(self) -> list[str]:
+        """Every secret this configuration holds (crew tokens, URL passwords, the OAuth client secret), for
+        redaction."""
+        found = [c.token.get_secret_value() for c in self.crews if c.token is not None]
+        found += [urlsplit(url).password or "" for url in [c.url for c in self.crews] + [self.ledger_url or ""]]
+        if self.auth.client_secret is not None:
+            found.append(self.auth.client_secret.get_secret_value())
+        return [s for s in found if s]
+
     @property
     def simulated(self) -> bool:
         """True when no crew is configured and the built-in simulator's crews are served."""
@@ -159,6 +199,9 @@ class Settings(_Strict):
 _ENV_FIELDS: dict[str, str] = {
     "LEDGER_URL": "ledger_url",
     "WAIT_CAP": "wait_cap_seconds",
+    "RECOMMENDED_WAIT": "recommended_wait_seconds",
+    "ANSWER_MARGIN": "answer_margin_seconds",
+    "ADOPT_RUNS": "adopt_runs",
     "APPROVAL_POLICY": "approval_policy",
     "APPROVAL_EXPIRY": "approval_expiry_seconds",
     "APPROVAL_EXPIRY_ACTION": "approval_expiry_action",

@@ -21,6 +21,7 @@ from .clock import Clock
 from .identity import Caller
 from .ledger import RecordState, RunRecord, Stop
 from .ledger.records import StopResult
+from .retry import may_have_acted
 from .runs import RunTracker, live
 from .views import Guidance, RunView
 
@@ -113,7 +114,7 @@ class Stopper:
                     "to see what the crew reports."
                 ) from None
             if exc.status_code not in (404, 405):
-                raise e.UpstreamError.from_api(exc, crew=crew.name, action="stop the run") from None
+                raise _stop_failed(exc, crew.name, kid) from None
             await self._record(kid, caller, "unsupported", f"HTTP {exc.status_code}")
             raise e.UpstreamError(
                 f"Crew {crew.name!r} cannot stop runs: its deployment has no stop endpoint (POST /stop answered "
@@ -122,10 +123,7 @@ class Stopper:
                 crew=crew.name,
             ) from None
         except e.CrewAPIError as exc:
-            note = ""
-            if isinstance(exc, e.APIConnectionError) and exc.sent:
-                note = f"The stop may have reached the crew: call get_status(kickoff_id={kid!r}) before trying again."
-            raise e.UpstreamError.from_api(exc, crew=crew.name, action="stop the run", note=note) from None
+            raise _stop_failed(exc, crew.name, kid) from None
         saved = await self._record(kid, caller, "stopped")
         logger.info("run %s of crew %s stopped by %s via %s", kid, crew.name, caller.by, caller.via)
         return self._view(saved or record, caller, "stopped")
@@ -192,3 +190,14 @@ def _ended(record: RunRecord, detail: str = "") -> str:
         return "been stopped" if record.state is RecordState.CANCELLED else record.state.value
     match = _STATE_RE.search(detail)
     return f"ended ({match.group(1).strip()})" if match else "ended"
+
+
+def _stop_failed(exc: e.CrewAPIError, crew: str, kickoff_id: str) -> e.UpstreamError:
+    """The failed stop, saying whether the crew may have acted on it (the retry-safety rule of :mod:`.retry`)."""
+    note = ""
+    if may_have_acted(exc):
+        note = (
+            f"The stop may have reached the crew: call get_status(kickoff_id={kickoff_id!r}) to see whether the run "
+            "ended before trying again."
+        )
+    return e.UpstreamError.from_api(exc, crew=crew, action="stop the run", note=note)

@@ -78,7 +78,13 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     @mcp.tool(title="Get a run's status", annotations=read_only, meta=CARD_TOOL_META)
     async def get_status(
         ctx: Context,
-        kickoff_id: Annotated[str, Field(description="The run's kickoff_id; omit for this conversation's latest")] = "",
+        kickoff_id: Annotated[
+            str,
+            Field(
+                description="The run's kickoff_id (or the request_id of a kickoff that has none yet); omit for this "
+                "conversation's latest. Runs started outside crew-mcp (dashboard, scripts) work too"
+            ),
+        ] = "",
         conversation_id: Annotated[str, Field(description=CONVERSATION_DOC)] = "",
         wait_seconds: Annotated[
             float,
@@ -86,11 +92,16 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
                 ge=0, le=600, description="Wait up to this long (capped by the server) for the run to finish or pause"
             ),
         ] = 0,
+        crew: Annotated[
+            str, Field(description="The crew that runs it, for a run started outside crew-mcp; omit otherwise")
+        ] = "",
     ) -> Annotated[CallToolResult, RunView]:
         """Get a run's status, progress, output awaiting review, or final output. Finished runs come from the ledger."""
         who = caller(settings, ctx, conversation_id)
         async with rt.wait_slot(who, wait_seconds):
-            work = rt.require().status(kickoff_id or None, who, wait_seconds=wait_seconds, on_update=progress(ctx))
+            work = rt.require().status(
+                kickoff_id or None, who, wait_seconds=wait_seconds, on_update=progress(ctx), crew=crew or None
+            )
             return result(await guard(work))
 
     async def ask_human(
@@ -190,8 +201,8 @@ def register_tools(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
             "1. Call list_inputs for it and ask me for every required input you cannot infer; "
             "show me what you will send.\n"
             "2. Call kickoff_crew with those inputs and tell me the kickoff_id.\n"
-            "3. Call get_status(kickoff_id, wait_seconds=30) repeatedly, telling me the progress, until it completes, "
-            "fails, or waits for review.\n"
+            f"3. Call get_status(kickoff_id, wait_seconds={settings.recommended_wait}) repeatedly, telling me the "
+            "progress, until it completes, fails, or waits for review.\n"
             "4. If it waits for review, show me the output and ask me to approve or reject with feedback; "
             "send my exact decision with resume_with_feedback, then keep following it with get_status.\n"
             "5. Show me the final output."

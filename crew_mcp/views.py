@@ -45,6 +45,12 @@ class Guidance:
     approval_policy: Literal["model", "human"] = "model"
     wait_seconds: int = 30
 
+    def follow(self, kickoff_id: str | None) -> str:
+        """The get_status call that follows a run, waiting as long as recommended (no wait when that is 0)."""
+        if self.wait_seconds <= 0:
+            return f"get_status(kickoff_id={kickoff_id!r})"
+        return f"get_status(kickoff_id={kickoff_id!r}, wait_seconds={self.wait_seconds})"
+
 
 def human_only_message(kickoff_id: str) -> str:
     """How the person (not the model) can decide under the ``human`` approval policy."""
@@ -113,7 +119,9 @@ class RunView(BaseModel):
     conversation_id: str | None = Field(default=None, description="The conversation the run is filed under")
     state: str = Field(
         description="running | waiting_for_human | completed | failed | cancelled | not_found | unknown | "
-        "unconfirmed (crew-mcp crashed or lost the answer during kickoff) | kickoff_failed"
+        "unconfirmed (the kickoff's answer has not come yet, or crew-mcp stopped before it) | may_have_started (the "
+        "crew may have received the kickoff but its answer was lost or unreadable) | kickoff_failed (refused: no "
+        "run started)"
     )
     raw_state: str | None = Field(default=None, description="The crew's own word for the state")
     message: str | None = Field(default=None, description="A status message from the crew or from crew-mcp")
@@ -127,6 +135,9 @@ class RunView(BaseModel):
     status_uri: str | None = Field(default=None, description="Resource with this run's status (subscribable)")
     from_ledger: bool = Field(default=False, description="Served from the run ledger with no upstream call")
     decisions: list[Decision] = Field(default_factory=list, description="Every approval or rejection so far")
+    started_outside: bool = Field(
+        default=False, description="Started outside crew-mcp (dashboard, script) and adopted: its inputs are unknown"
+    )
     next_step: str = Field(default="", description="What to do next")
 
     @classmethod
@@ -162,6 +173,7 @@ class RunView(BaseModel):
             status_uri=execution_uri(record.kickoff_id) if record.kickoff_id else None,
             from_ledger=from_ledger,
             decisions=record.decisions,
+            started_outside=record.started_outside,
         )
         view.next_step = view.suggest(guidance)
         return view
@@ -170,13 +182,23 @@ class RunView(BaseModel):
         """The next step for a model that holds this view."""
         kid = self.kickoff_id
         wait = guidance.wait_seconds
+        follow = guidance.follow(kid)
         match self.state:
-            case "running" | "unknown":
+            case "running":
                 if wait <= 0:
-                    return f"The crew is still working. Call get_status(kickoff_id={kid!r}) again in a little while."
+                    return f"The crew is still working. Call {follow} again in a little while."
+                return f"The crew is still working. Call {follow} to wait for it."
+            case "unknown":
+                said = f"state {self.raw_state!r}" if self.raw_state else "a status"
                 return (
-                    f"The crew is still working. Call get_status(kickoff_id={kid!r}, wait_seconds={wait}) to wait "
-                    "for it."
+                    f"The crew reported {said}, which crew-mcp does not understand, so it cannot tell whether the run "
+                    f"is still working. Call {follow} again later; if it stays so, ask the user to check the run in "
+                    "the crew's CrewAI AMP dashboard."
+                )
+            case "not_found":
+                return (
+                    "The crew no longer knows this run (it may have expired it). Tell the user; start a new run if "
+                    "the result is still wanted."
                 )
             case "waiting_for_human":
                 if guidance.approval_policy == "human":
@@ -194,22 +216,41 @@ class RunView(BaseModel):
                 return "The run was cancelled upstream. Start a new run if it is still wanted."
             case "unconfirmed":
                 return (
-                    "crew-mcp recorded this kickoff but never got its kickoff_id back (it stopped or lost the answer "
-                    f"mid-request, request id {self.request_id}). A run may have started; check with the user before "
-                    "starting another."
+                    "crew-mcp has no kickoff_id for this kickoff yet: the crew's answer is still on its way, or "
+                    f"crew-mcp stopped or lost it mid-request (request id {self.request_id}). A run may have "
+                    "started; check with the user before starting another. "
+                    f"get_status(kickoff_id={self.request_id!r}) shows the run once its answer has come."
+                )
+            case "may_have_started":
+                return (
+                    f"A run may have started (request id {self.request_id}), but crew-mcp does not know its "
+                    "kickoff_id. Do not start another run before the user has checked the crew's runs in the CrewAI "
+                    "AMP dashboard "
+                    f"(a run whose meta has crew_mcp_request_id={self.request_id}); if there is one, "
+                    f"get_status(kickoff_id=<its id>, crew={self.crew!r}) follows it. If there is none, a new kickoff "
+                    "is safe."
                 )
             case "kickoff_failed":
-                return "The kickoff failed (see error); nothing to follow up. Start a new run when the cause is fixed."
+                return (
+                    "The crew refused the kickoff (see error): no run was started. Start a new run when the cause is "
+                    "fixed."
+                )
         return ""
 
     def text(self) -> str:
         head = f"Run {self.kickoff_id or '(no kickoff_id)'} of crew {self.crew}: {self.state}"
+        if self.kickoff_id is None and self.request_id:
+            head = f"Run (no kickoff_id; request id {self.request_id}) of crew {self.crew}: {self.state}"
         p = self.progress
         if p.total:
             head += f" ({p.completed or 0}/{p.total} tasks"
             head += f", now {p.current_task}" if p.current_task and self.state == "running" else ""
             head += ")"
         lines = [head]
+        if self.started_outside:
+            lines.append("Started outside crew-mcp (its inputs are unknown).")
+        if self.message and self.state in _EXPLAINED and self.message != self.error:
+            lines.append(self.message)
         if self.pending:
             lines.append(f"Waiting for review of task {self.pending.task_id}. Output to review:")
             lines.append(self.pending.output or "(the crew did not include the task output)")
@@ -221,6 +262,10 @@ class RunView(BaseModel):
         if self.next_step:
             lines.append(self.next_step)
         return "\n".join(lines)
+
+
+_EXPLAINED = frozenset({"may_have_started", "unconfirmed", "unknown", "kickoff_failed"})
+"""States whose message (what crew-mcp knows) belongs in the text, not only in the structured result."""
 
 
 class ExecutionList(BaseModel):
@@ -290,6 +335,11 @@ class ResumeView(BaseModel):
     approve: bool = Field(description="True: approved; false: sent back with the feedback")
     feedback: str = Field(description="The feedback sent with the decision")
     decided_by: str = Field(description="Who decided and how (model via tool, human via elicitation, ...)")
+    outcome: Literal["applied", "unknown", "sent"] = Field(
+        default="applied",
+        description="applied: the crew took it | unknown: its answer was lost and the run did not show whether | "
+        "sent: no answer yet (crew-mcp records it when it comes)",
+    )
     upstream_status: str | None = Field(default=None, description="The crew's answer (resumed, retrying, ...)")
     message: str | None = Field(default=None, description="The crew's message about the decision")
     run: RunView = Field(description="The run after the decision")
@@ -298,7 +348,11 @@ class ResumeView(BaseModel):
     def text(self) -> str:
         verdict = "Approved" if self.approve else "Rejected"
         fb = f" with feedback: {self.feedback}" if self.feedback else ""
-        return f"{verdict} task {self.task_id} of run {self.kickoff_id}{fb}.\n{self.run.text()}"
+        lines = [f"{verdict} task {self.task_id} of run {self.kickoff_id}{fb}."]
+        if self.message:
+            lines.append(self.message)
+        lines += [self.run.text(), self.next_step] if self.outcome != "applied" else [self.run.text()]
+        return "\n".join(lines)
 
 
 def dump(model: BaseModel, *, compact: bool = False) -> dict[str, Any]:

@@ -69,11 +69,20 @@ def webhook_routes(service: Callable[[], CrewService | None]) -> list[Route]:
             record = await _by_request(svc, params["request_id"], params["secret"], params["kind"])
             payload = await _payload(request)
             kickoff_id = payload.get("kickoff_id") or payload.get("execution_id")
+            if record.kickoff_id is None and isinstance(kickoff_id, str):
+                # A kickoff whose answer was lost or is still on its way: the crew's own webhook (this URL's secret
+                # proves it) names the run, so the record is confirmed with that id.
+                record = await svc.runs.confirm_by_webhook(record, kickoff_id) or record
+            if record.kickoff_id is None:
+                raise _Refused(503, "Unavailable", "the run is not recorded yet; try again")
             if kickoff_id not in (None, record.kickoff_id):
                 raise _Refused(*_NOT_FOUND)  # a valid secret never reaches another run
             return await _apply(svc, record, params["kind"], payload)
         except _Refused as refused:
             return refused.response
+        except CrewMCPError as exc:
+            logger.error("a webhook could not be matched to its run: %s", exc)
+            return JSONResponse({"error": "Unavailable", "message": "try again"}, status_code=503)
 
     async def receive_legacy(request: Request) -> Response:
         """``/webhooks/{secret}/{kind}`` of runs recorded before the request id was in the URL."""
@@ -82,7 +91,11 @@ def webhook_routes(service: Callable[[], CrewService | None]) -> list[Route]:
             svc = _running(service, kind)
             payload = await _payload(request)
             kickoff_id = payload.get("kickoff_id") or payload.get("execution_id")
-            record = await svc.ledger.get(kickoff_id, owner=None) if isinstance(kickoff_id, str) else None
+            record = None
+            if isinstance(kickoff_id, str):
+                record = await svc.ledger.get(kickoff_id, owner=None) or await svc.runs.claim(
+                    kickoff_id, payload, secret
+                )
             _check_secret(record, secret, kind)
             assert record is not None
             return await _apply(svc, record, kind, payload)
@@ -106,18 +119,16 @@ def _running(service: Callable[[], CrewService | None], kind: str) -> CrewServic
 
 
 async def _by_request(svc: CrewService, request_id: str, secret: str, kind: str) -> RunRecord:
-    """The record the URL names, if its secret matches; a record not confirmed yet asks AMP to try again."""
+    """The record the URL names, if its secret matches (confirmed or not)."""
     if not _REQUEST_ID.match(request_id):
         raise _Refused(*_NOT_FOUND)
     try:
-        record = await svc.ledger.get_request(request_id)
+        record = await svc.ledger.get_request(request_id, owner=None)
     except CrewMCPError as exc:
         logger.error("webhook for request %s could not be looked up: %s", request_id, exc)
         raise _Refused(503, "Unavailable", "try again") from None
     _check_secret(record, secret, kind)
     assert record is not None
-    if record.kickoff_id is None:  # AMP can call before crew-mcp has recorded the kickoff_id it answered with
-        raise _Refused(503, "Unavailable", "the run is not recorded yet; try again")
     return record
 
 

@@ -253,3 +253,22 @@ def test_loading_settings_does_not_import_the_sdk_or_the_jose_library() -> None:
     code = "import sys, crew_mcp.settings; print(sorted(m for m in ('mcp', 'jwt', 'httpx2') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_each_tool_needs_the_scope_of_what_it_does_and_only_starting_runs_is_rate_limited() -> None:
+    from crew_mcp.auth.config import scope_for_tool, starts_run
+
+    assert [scope_for_tool(t) for t in ("get_status", "app_run_view", "cancel_run", "app_decide", "run_trips")] == [
+        "crew:read",
+        "crew:read",
+        "crew:run",
+        "crew:approve",
+        "crew:run",
+    ]
+    # Someone past the kickoff limit must still be able to stop what they started.
+    assert [starts_run(t) for t in ("kickoff_crew", "run_trips", "cancel_run", "resume_with_feedback")] == [
+        True,
+        True,
+        False,
+        False,
+    ]

@@ -170,15 +170,16 @@ async def test_unknown_and_malformed_kickoff_ids_are_refused_before_any_request(
         assert sum(_stops(env, c.name) for c in CREWS) == 0
 
 
-async def test_a_refused_before_acting_503_is_retried_and_a_500_is_not(mode: str) -> None:
+async def test_a_stop_answered_500_or_503_is_not_sent_again_and_may_have_reached_the_crew(mode: str) -> None:
+    """Like a kickoff: a gateway may answer 503 after forwarding, so only a request that never left is re-sent."""
     async with in_memory(mode, crews=CREWS) as env:
         kid = await env.kickoff("trip_planner", TRIP)
-        env.sim.faults("trip_planner").fail_next(1, 500)
-        said = await env.error("cancel_run", {"kickoff_id": kid, "confirm": True})
-        assert "failed to stop the run with HTTP 500" in said
-        assert _stops(env, "trip_planner") == 1 and (await _record(env, kid)).stops == []
+        for sent, status in enumerate((500, 503), start=1):
+            env.sim.faults("trip_planner").fail_next(1, status)
+            said = await env.error("cancel_run", {"kickoff_id": kid, "confirm": True})
+            assert f"failed to stop the run with HTTP {status}" in said and "may have reached the crew" in said
+            assert _stops(env, "trip_planner") == sent and (await _record(env, kid)).stops == []
 
-        env.sim.faults("trip_planner").fail_next(1, 503)
         out = await env.call("cancel_run", {"kickoff_id": kid, "confirm": True})
         assert out["result"] == "stopped" and _stops(env, "trip_planner") == 3
 

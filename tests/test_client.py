@@ -46,8 +46,10 @@ from crew_mcp.errors import (
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
+    status_error,
 )
 from crew_mcp.models import ExecutionState, WebhookUrls
+from crew_mcp.retry import may_have_acted
 
 BASE = "https://trip.crewai.test/crew"
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
@@ -459,12 +461,29 @@ async def test_post_is_not_retried_after_a_server_error(call: str, status: int) 
 
 
 @pytest.mark.parametrize("call", POSTS)
-@pytest.mark.parametrize("status", [429, 503])
-async def test_post_is_retried_when_refused_before_acting(call: str, status: int) -> None:
-    peer = Peer(ok({}, status, **{"Retry-After": "1"}), ok({}, status), _success(call))
+@pytest.mark.parametrize("status", [408, 429, 503])
+async def test_post_is_not_retried_after_a_429_or_503_a_gateway_may_send_after_forwarding(
+    call: str, status: int
+) -> None:
+    peer = Peer(ok({}, status, **{"Retry-After": "1"}), _success(call))
     async with crew(peer) as c:
-        await _call(c, call)
-    assert len(peer.requests) == 3
+        with pytest.raises(APIStatusError) as info:
+            await _call(c, call)
+    assert (len(peer.requests), info.value.status_code, info.value.attempts) == (1, status, 1)
+    assert may_have_acted(info.value)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+def test_a_client_error_means_the_crew_did_not_act(status: int) -> None:
+    exc = status_error(status, {}, crew="c", method="POST", path="/kickoff")
+    assert not may_have_acted(exc)
+
+
+def test_only_a_request_that_never_left_is_known_not_to_have_acted() -> None:
+    assert not may_have_acted(APIConnectionError("refused", sent=False))
+    assert may_have_acted(APIConnectionError("reset", sent=True))
+    assert may_have_acted(APITimeoutError("read timeout"))
+    assert may_have_acted(APIResponseValidationError("html", status_code=200))
 
 
 @pytest.mark.parametrize("call", ["inputs", "status", "health"])
@@ -739,3 +758,90 @@ async def test_a_token_echoed_in_a_status_body_is_redacted_even_behind_json_esca
         status = await crew.status("k-1")
     assert TOKEN not in json.dumps(status.raw)
     assert status.message is not None and "***" in status.message
+
+
+@pytest.mark.parametrize("fragment", [TOKEN[:20], TOKEN[-12:], TOKEN[4:12]], ids=["prefix", "suffix", "middle-8"])
+async def test_a_fragment_of_8_or_more_token_characters_echoed_by_the_crew_is_redacted(fragment: str) -> None:
+    body = {"state": "RUNNING", "status": f"token {fragment}... was used", "progress": {"current": fragment}}
+    async with crew(Peer(ok(body))) as c:
+        status = await c.status("k-1")
+    shown = json.dumps(status.model_dump(mode="json"))
+    assert fragment not in shown
+    assert status.message == "token ***... was used"
+
+
+async def test_seven_token_characters_are_ordinary_text() -> None:
+    async with crew(Peer(ok({"state": "RUNNING", "status": f"see {TOKEN[:7]}"}))) as c:
+        status = await c.status("k-1")
+    assert status.message == f"see {TOKEN[:7]}"
+
+
+async def test_credentials_in_a_url_the_crew_echoes_are_redacted() -> None:
+    body = {"state": "FAILED", "error": "could not fetch https://alice:hunter2hunter2@files.example/x"}
+    async with crew(Peer(ok(body))) as c:
+        status = await c.status("k-1")
+    assert status.error == "could not fetch https://***@files.example/x"
+
+
+async def test_credentials_in_the_crew_url_never_reach_a_log_record_or_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from crew_mcp.redact import Redactor, install_log_redaction
+
+    caplog.set_level(logging.DEBUG)
+    password = "pw-0123456789abcdef"
+    peer = Peer(ok({"error": f"bad user alice:{password}"}, 500))
+    remove = install_log_redaction(Redactor(password))
+    try:
+        async with CrewClient(
+            f"https://alice:{password}@crew.test/c", None, transport=httpx2.MockTransport(peer), max_retries=0
+        ) as c:
+            with pytest.raises(InternalServerError) as info:
+                await c.inputs()
+    finally:
+        remove()
+    assert peer.requests[0].headers["authorization"].startswith("Basic ")  # the credentials still authenticate
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("crew.test" in m for m in logged), logged  # httpx2 logged the request URL
+    assert not any(password in m or password[:10] in m for m in logged)
+    assert password not in str(info.value) and "pw-012345" not in str(info.value)
+
+
+@pytest.mark.parametrize("kickoff_id", ["../../inputs", "", "a/b", "x" * 200, ".."])
+async def test_an_unusable_kickoff_id_from_the_crew_is_an_unreadable_answer_never_a_run(kickoff_id: str) -> None:
+    async with crew(Peer(ok({"kickoff_id": kickoff_id}))) as c:
+        with pytest.raises(APIResponseValidationError, match=re.escape("no usable kickoff_id (request id r-1)")):
+            await c.kickoff({}, request_id="r-1")
+
+
+@pytest.mark.parametrize("body", [{"unexpected": "shape"}, {"kickoff_id": "k-1"}, {"state": 3, "status": None}])
+async def test_a_200_status_without_any_state_is_not_understood_rather_than_still_working(body: Any) -> None:
+    async with crew(Peer(ok(body))) as c:
+        with pytest.raises(APIResponseValidationError, match="is not a run status"):
+            await c.status("k-1")
+
+
+async def test_an_unknown_state_word_is_kept_as_unknown() -> None:
+    async with crew(Peer(ok({"state": "ARCHIVED"}))) as c:
+        status = await c.status("k-1")
+    assert (status.state, status.raw_state) == (ExecutionState.UNKNOWN, "ARCHIVED")
+
+
+async def test_a_failure_says_how_many_attempts_there_were_and_whether_the_request_left() -> None:
+    from crew_mcp.errors import UpstreamError
+
+    async with crew(Peer(ok({}, 503)), max_retries=2) as c:
+        with pytest.raises(InternalServerError) as many:
+            await c.inputs()
+    async with crew(Peer(_req_error(httpx2.ReadTimeout)), max_retries=0) as c:
+        with pytest.raises(APITimeoutError) as once:
+            await c.kickoff({})
+    async with crew(Peer(_req_error(httpx2.ConnectError)), max_retries=1) as c:
+        with pytest.raises(APIConnectionError) as never:
+            await c.kickoff({})
+    said = [str(UpstreamError.from_api(x.value, crew="c", action="do it")) for x in (many, once, never)]
+    assert (many.value.attempts, once.value.attempts, never.value.attempts) == (3, 1, 2)
+    assert said[0] == "crew 'c' failed to do it with HTTP 503 (3 attempts)."
+    assert said[1] == "crew 'c' did not answer in time when asked to do it."
+    assert said[2].startswith("crew 'c' could not be reached to do it (2 attempts): the connection was never made")
+    assert not any("after retries" in s for s in said)

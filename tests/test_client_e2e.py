@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from crew_mcp.client import CrewClient, StatusPathMode, Timeouts
 from crew_mcp.errors import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
@@ -192,12 +193,16 @@ async def test_retries_give_up_with_the_last_error_and_its_retry_after(sim: Simu
 
 
 @pytest.mark.parametrize("status", [429, 503])
-async def test_kickoff_refused_before_acting_is_retried_and_creates_one_execution(sim: Simulator, status: int) -> None:
-    sim.faults("research").fail_next(2, status=status, retry_after=0.01)
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+async def test_kickoff_answered_429_or_503_is_sent_once_whether_or_not_the_crew_acted(
+    sim: Simulator, status: int, after: bool
+) -> None:
+    sim.faults("research").fail_next(1, status=status, retry_after=0.01, after_processing=after)
     async with in_process(sim, "research") as c:
-        run = await c.kickoff({"topic": "x"})
-    assert sim.count("research", "POST", "/kickoff") == 3
-    assert sim.kickoff_ids("research") == [run.kickoff_id]
+        with pytest.raises(APIStatusError):
+            await c.kickoff({"topic": "x"})
+    assert sim.count("research", "POST", "/kickoff") == 1
+    assert len(sim.kickoff_ids("research")) == (1 if after else 0)
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -336,12 +341,13 @@ async def test_kickoff_is_not_retried_after_a_dropped_connection_over_real_http(
     assert len(sim.kickoff_ids("research")) == 1
 
 
-async def test_kickoff_refused_with_503_is_retried_over_real_http_and_creates_one_execution(sim: Simulator) -> None:
-    sim.faults("research").fail_next(1, status=503, retry_after=0.01)
+async def test_kickoff_answered_503_over_real_http_is_not_sent_again(sim: Simulator) -> None:
+    sim.faults("research").fail_next(1, status=503, retry_after=0.01, after_processing=True)
     async with serve_simulator(sim) as root, real(root, "research") as c:
-        run = await c.kickoff({"topic": "x"})
-    assert sim.count("research", "POST", "/kickoff") == 2
-    assert sim.kickoff_ids("research") == [run.kickoff_id]
+        with pytest.raises(InternalServerError):
+            await c.kickoff({"topic": "x"})
+    assert sim.count("research", "POST", "/kickoff") == 1
+    assert len(sim.kickoff_ids("research")) == 1
 
 
 async def test_total_timeout_over_real_http_is_an_api_timeout(sim: Simulator) -> None:

@@ -111,12 +111,12 @@ def ids(records: list[RunRecord]) -> list[str]:
 async def test_a_record_is_found_by_its_request_id_before_and_after_its_kickoff_id(ledger: Ledger) -> None:
     # Webhook URLs carry the request id: the receiver checks their secret before it reads a body.
     await ledger.create(rec(1, webhook_secret="s3cret"))
-    before = await ledger.get_request("req-1")
+    before = await ledger.get_request("req-1", owner=None)
     await ledger.confirm("req-1", "k-1")
-    after = await ledger.get_request("req-1")
+    after = await ledger.get_request("req-1", owner=None)
     assert before is not None and before.kickoff_id is None and before.webhook_secret == "s3cret"
     assert after is not None and after.kickoff_id == "k-1"
-    assert await ledger.get_request("req-2") is None
+    assert await ledger.get_request("req-2", owner=None) is None
 
 
 async def test_create_leaves_a_visible_unconfirmed_record(ledger: Ledger) -> None:
@@ -185,6 +185,37 @@ async def test_mark_failed_sets_kickoff_failed_and_the_error(ledger: Ledger) -> 
         await ledger.mark_failed("req-404", "boom")
 
 
+async def test_mark_failed_may_have_started_keeps_the_record_in_its_own_state(ledger: Ledger) -> None:
+    await ledger.create(rec(1))
+
+    await ledger.mark_failed("req-1", "answer unreadable", may_have_started=True)
+
+    [maybe] = await ledger.list(owner="alice", state="may_have_started")
+    assert (maybe.request_id, maybe.state, maybe.error) == ("req-1", RecordState.MAY_HAVE_STARTED, "answer unreadable")
+    assert await ledger.list(owner="alice", state="kickoff_failed") == []
+    confirmed = await ledger.confirm("req-1", "k-1")  # the run turned up after all (a webhook named it)
+    assert (confirmed.state, confirmed.kickoff_id) == (RecordState.RUNNING, "k-1")
+
+
+async def test_mark_failed_never_touches_a_record_already_confirmed(ledger: Ledger) -> None:
+    confirmed = await started(ledger, 1)
+
+    await ledger.mark_failed("req-1", "late 502")
+
+    assert await ledger.get("k-1", owner="alice") == confirmed
+
+
+async def test_get_request_finds_a_record_with_or_without_kickoff_id_for_its_owner_only(ledger: Ledger) -> None:
+    await ledger.create(rec(1))
+    confirmed = await started(ledger, 2)
+
+    assert await ledger.get_request("req-1", owner="alice") == rec(1)
+    assert await ledger.get_request("req-2", owner="alice") == confirmed
+    assert await ledger.get_request("req-2", owner=None) == confirmed
+    assert await ledger.get_request("req-1", owner="bob") is None
+    assert await ledger.get_request("req-404", owner=None) is None
+
+
 # ---------------------------------------------------------------------------------------- visibility
 
 
@@ -240,6 +271,37 @@ async def test_save_status_tracks_pending_while_waiting_and_clears_it_when_the_r
     assert (moved_on.state, moved_on.pending) == (RecordState.RUNNING, None)
 
 
+async def test_a_status_that_brings_less_never_erases_progress_output_or_usage(ledger: Ledger) -> None:
+    await started(ledger, 1)
+    polled = ExecutionStatus(
+        kickoff_id="k-1",
+        state=ExecutionState.RUNNING,
+        progress=Progress(completed=1, total=2, current_task="write", current_agent="Writer"),
+        usage=Usage(total_tokens=120),
+    )
+    webhook = ExecutionStatus(
+        kickoff_id="k-1",
+        state=ExecutionState.COMPLETED,
+        output=FinalOutput(text="done", tasks=[TaskOutput(output="a")]),
+    )
+    late_poll = ExecutionStatus(
+        kickoff_id="k-1", state=ExecutionState.COMPLETED, progress=Progress(completed=0), output=FinalOutput()
+    )
+
+    await ledger.save_status("k-1", polled)
+    done = await ledger.save_status("k-1", webhook)
+    again = await ledger.save_status("k-1", late_poll)
+    stale = await ledger.save_status("k-1", status(1, ExecutionState.RUNNING))
+
+    assert done is not None and done.status is not None
+    assert done.status.progress == Progress(completed=2, total=2, current_task="write", current_agent="Writer")
+    assert (done.status.usage, done.status.output) == (Usage(total_tokens=120), webhook.output)
+    assert again is not None and again.status is not None
+    assert (again.status.progress.completed, again.status.output) == (2, webhook.output)
+    assert stale is not None and stale.status is not None
+    assert (stale.state, stale.status.state) == (RecordState.COMPLETED, ExecutionState.COMPLETED)
+
+
 async def test_set_pending_marks_the_run_waiting_and_none_clears_it(ledger: Ledger) -> None:
     await started(ledger, 1)
 
@@ -265,9 +327,24 @@ async def test_add_decision_appends_to_the_history_and_clears_pending(ledger: Le
     assert second is not None
     assert first.pending is None
     assert first.state is RecordState.RUNNING  # the crew acts on the decision next
+    assert [d.outcome for d in second.decisions] == ["applied", "applied"]
     assert [d.approve for d in second.decisions] == [False, True]
     assert second == await ledger.get("k-1", owner="alice")
     assert await ledger.pending_approvals(owner="alice") == []
+
+
+async def test_a_decision_ends_the_waiting_status_too_so_listings_say_running(ledger: Ledger) -> None:
+    await started(ledger, 1)
+    await ledger.save_status("k-1", status(1, ExecutionState.WAITING_FOR_HUMAN, task="review"))
+
+    decided = await ledger.add_decision("k-1", decision())
+
+    assert decided is not None and decided.status is not None
+    assert (decided.state, decided.status.state, decided.status.pending) == (
+        RecordState.RUNNING,
+        ExecutionState.RUNNING,
+        None,
+    )
 
 
 async def test_a_webhook_pause_survives_a_status_read_that_still_says_running(ledger: Ledger) -> None:

@@ -190,7 +190,7 @@ class CrashBook:
     """What the clients were told, across every round."""
 
     confirmed: dict[str, tuple[str, str]] = field(default_factory=dict)  # kickoff_id -> (request_id, conversation)
-    failed: dict[str, str] = field(default_factory=dict)  # request_id named in a refusal -> conversation
+    maybe: dict[str, str] = field(default_factory=dict)  # request_id of a kickoff that may have started -> conversation
     attempts: int = 0
     lost_calls: int = 0  # calls whose answer never reached the client (the server died under them)
     unexpected: list[str] = field(default_factory=list)  # answers that are neither a run nor a recorded refusal
@@ -228,8 +228,8 @@ async def _kickoff_loop(url: str, conversation: str, book: CrashBook) -> None:
                     raise
                 view = result.structured_content
                 said = text_of(result)
-                if result.is_error and "It is recorded as request " in said:
-                    book.failed[said.split("It is recorded as request ", 1)[1].split(":", 1)[0]] = conversation
+                if not result.is_error and view is not None and view.get("state") == "may_have_started":
+                    book.maybe[view["request_id"]] = conversation
                 elif not result.is_error and view is not None and view.get("state") == "running":
                     book.confirmed[view["kickoff_id"]] = (view["request_id"], conversation)
                 else:
@@ -279,7 +279,7 @@ async def test_kill_9_mid_kickoff_never_loses_a_confirmed_kickoff_id_and_leaves_
                 book.clients += 1
                 tg.start_soon(_kickoff_loop, server.url, conversation, book)
             start = len(book.confirmed)
-            # One refused kickoff per round (inputs are cached by now, so the fault hits a POST /kickoff).
+            # One kickoff answered 500 per round (inputs are cached by now, so the fault hits a POST /kickoff).
             await _wait_for(book, lambda start=start: len(book.confirmed) > start, "a first confirmed kickoff")
             faults.fail_next(1, status=500)
             # Then, at a random point, the simulator starts runs whose answers it holds back ...
@@ -332,17 +332,17 @@ async def test_kill_9_mid_kickoff_never_loses_a_confirmed_kickoff_id_and_leaves_
         record = records.get(request_id)
         assert record is not None and record.kickoff_id == kickoff_id, f"lost confirmed run {kickoff_id} {note}"
         assert record.conversation_id == conversation and listed[request_id]["kickoff_id"] == kickoff_id
-    # Every refused kickoff the client was told about is visible as kickoff_failed, with its request id.
-    for request_id in book.failed:
-        assert records[request_id].state is RecordState.KICKOFF_FAILED, note
-        assert listed[request_id]["state"] == "kickoff_failed" and request_id in (listed[request_id]["error"] or "")
-    # No record is half-way: confirmed with a kickoff_id, or visibly unconfirmed / kickoff_failed.
+    # Every kickoff answered 500 was reported as possibly started, and is visible so, with its request id.
+    for request_id in book.maybe:
+        assert records[request_id].state is RecordState.MAY_HAVE_STARTED, note
+        assert listed[request_id]["state"] == "may_have_started" and request_id in listed[request_id]["next_step"]
+    # No record is half-way: confirmed with a kickoff_id, or visibly unconfirmed / may_have_started.
     for request_id, record in records.items():
         if record.kickoff_id is not None:
             assert record.state is RecordState.RUNNING, (record, note)
             assert executions[request_id].id == record.kickoff_id, note
         else:
-            assert record.state in (RecordState.UNCONFIRMED, RecordState.KICKOFF_FAILED), (record, note)
+            assert record.state in (RecordState.UNCONFIRMED, RecordState.MAY_HAVE_STARTED), (record, note)
             assert listed[request_id]["state"] == record.state.value and listed[request_id].get("kickoff_id") is None
         if record.state is RecordState.UNCONFIRMED:
             assert request_id in listed[request_id]["next_step"]
@@ -359,7 +359,7 @@ async def test_kill_9_mid_kickoff_never_loses_a_confirmed_kickoff_id_and_leaves_
         f"crash e2e {note}: {kills} kills, {book.attempts} kickoff calls, {len(book.confirmed)} confirmed to clients, "
         f"{book.lost_calls} answers lost, {len(records)} records recovered "
         f"({len(unconfirmed)} unconfirmed, {len(started_unconfirmed)} of them started upstream; "
-        f"{len(book.failed)} kickoff_failed); {len(per_request)} simulator executions"
+        f"{len(book.maybe)} may_have_started); {len(per_request)} simulator executions"
     )
     assert 40 <= len(records) <= MAX_RUNS + len(CONVERSATIONS), len(records)
 

@@ -140,6 +140,34 @@ async def test_opening_a_version_1_file_migrates_it_and_keeps_its_records(tmp_pa
     assert {"runs_by_owner", "runs_by_state", "runs_by_updated"} <= indexes
 
 
+async def test_an_old_file_gets_its_uncertain_kickoffs_marked_may_have_started(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    failed = "crew 'trip' failed to start the run with HTTP 502. No run was started."
+    uncertain = "crew 'trip' timed out. The request may have reached the crew, so a run may have started; ..."
+    rows = [
+        RunRecord(request_id=rid, crew="trip", conversation_id="c", owner="alice", state="kickoff_failed", error=err)
+        for rid, err in (("r-failed", failed), ("r-maybe", uncertain))
+    ]
+    with raw(db) as conn:
+        for statement in _V1_SCHEMA:
+            conn.execute(statement)
+        for i, r in enumerate(rows):
+            data = r.model_dump_json(exclude={"started_outside"})  # as an older crew-mcp wrote it
+            conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.request_id, None, "alice", "c", "trip", "kickoff_failed", i, data),
+            )
+
+    ledger = SqliteLedger(db)
+    try:
+        states = {r.request_id: r.state.value for r in await ledger.list(owner="alice")}
+        maybe = await ledger.list(owner="alice", state="may_have_started")
+    finally:
+        await ledger.aclose()
+    assert states == {"r-failed": "kickoff_failed", "r-maybe": "may_have_started"}
+    assert [r.request_id for r in maybe] == ["r-maybe"]
+
+
 async def test_an_empty_version_0_file_gets_the_current_schema(tmp_path: Path) -> None:
     db = tmp_path / "empty.db"
     raw(db).close()

@@ -95,7 +95,8 @@ async def test_a_kickoff_cancelled_after_the_post_left_is_still_confirmed_in_the
             sim.faults("research").delay_next(1, seconds=0.3, after_processing=True)
             with anyio.move_on_after(0.05):
                 await service.kickoff("research", {"topic": "x"}, Caller(OWNER))
-            runs = await ledger.list(owner=OWNER)
+        # The POST goes on after its caller left; closing the service waits for it (it is never abandoned).
+        runs = await ledger.list(owner=OWNER)
     assert [(r.kickoff_id, r.state) for r in runs] == [(sim.kickoff_ids("research")[0], RecordState.RUNNING)]
 
 

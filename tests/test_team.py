@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from hitl_support import until
-from mcp import MCPError
+from mcp import Client, MCPError
+from mcp.client.sse import sse_client
 from mcp.types import ResourceUpdatedNotification
 from oauth_provider import MemoryStorage, OAuthProvider
 from team_support import CREWS, MODES, ok, refused, serve_team, text_of
@@ -219,3 +221,26 @@ async def _ledger_records(path: Path) -> list[dict[str, Any]]:
         return [r.model_dump(mode="json") for r in await ledger.list(owner=None, limit=100)]
     finally:
         await ledger.aclose()
+
+
+async def test_the_sse_transport_is_protected_and_its_runs_belong_to_the_token_holder(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    """The deprecated HTTP+SSE transport gets the same token checks as /mcp, and the same owner from the token."""
+    async with serve_team(oauth_provider, tmp_path) as team:
+        async with httpx2.AsyncClient() as http:
+            bare = await http.get(f"{team.root}/sse")
+            post = await http.post(f"{team.root}/messages/?session_id=x", json={})
+        assert bare.status_code == 401 and "resource_metadata=" in bare.headers["www-authenticate"]
+        assert post.status_code == 401
+
+        alice = team.token("alice")
+        headers = {"Authorization": f"Bearer {alice}"}
+        with anyio.fail_after(30):
+            async with Client(sse_client(f"{team.root}/sse", headers=headers), mode="legacy") as client:
+                run = await ok(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "sse"}})
+        async with team.member(alice) as same, team.member(team.token("bob")) as other:
+            mine = await ok(same, "list_executions")
+            theirs = await ok(other, "list_executions")
+        assert [r["kickoff_id"] for r in mine["executions"]] == [run["kickoff_id"]]
+        assert theirs["executions"] == []

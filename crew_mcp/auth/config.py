@@ -71,7 +71,10 @@ _TOOL_SCOPES: dict[str, str] = {
     "list_executions": SCOPE_READ,
     "list_pending_approvals": SCOPE_READ,
     "kickoff_crew": SCOPE_RUN,
+    "cancel_run": SCOPE_RUN,
     "resume_with_feedback": SCOPE_APPROVE,
+    "app_run_view": SCOPE_READ,
+    "app_decide": SCOPE_APPROVE,
 }
 
 KEYS_ISSUER = "crew-mcp:keys"
@@ -272,6 +275,12 @@ def principal_from_token(token: AccessToken, config: AuthConfig) -> Principal:
 def scope_for_tool(tool: str) -> str:
     """The scope a tool call needs (unknown tools are the per-crew kickoff tools, so crew:run)."""
     return _TOOL_SCOPES.get(tool, SCOPE_RUN)
+
+
+def starts_run(tool: str) -> bool:
+    """True for the tools that start a (billed) run: the ones the kickoff rate limit counts. Stopping a run is
+    never limited: someone past the limit must still be able to stop what they started."""
+    return tool == "kickoff_crew" or (tool not in _TOOL_SCOPES and scope_for_tool(tool) == SCOPE_RUN)
 
 
 def missing_scope(principal: Principal, needed: str, config: AuthConfig) -> str | None:

@@ -20,7 +20,7 @@ from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import SCOPE_RUN, AuthConfig, missing_scope, principal_from_token, scope_for_tool
+from .config import AuthConfig, missing_scope, principal_from_token, scope_for_tool, starts_run
 from .limits import Limiter
 
 __all__ = ["REFUSED", "ScopeGate"]
@@ -99,7 +99,7 @@ class ScopeGate:
                 await self._refuse_scope(send, request_id, tool, needed)
                 return
         for request_id, tool in calls:
-            if self._limiter is not None and scope_for_tool(tool) == SCOPE_RUN:
+            if self._limiter is not None and starts_run(tool):
                 decision = self._limiter.kickoff(principal.id)
                 if not decision.allowed:
                     await self._refuse_rate(send, request_id, decision.retry_after_header or "1")

@@ -1,7 +1,7 @@
 """The storage interface every ledger backend implements, and the base class that owns what they share.
 
-A backend supplies the primitives (``create_many``, ``confirm``, ``mark_failed``, ``get``, ``list``,
-``prune``, ``aclose`` and one atomic read-modify-write, ``_update_kickoff``); :class:`LedgerBase` builds
+A backend supplies the primitives (``create_many``, ``confirm``, ``mark_failed``, ``get``, ``get_request``,
+``list``, ``prune``, ``aclose`` and one atomic read-modify-write, ``_update_kickoff``); :class:`LedgerBase` builds
 ``create``, ``latest``, ``pending_approvals`` and the per-execution updates on them.
 """
 
@@ -51,16 +51,17 @@ class Ledger(Protocol):
         """Attach the kickoff_id AMP returned and move the record to ``running``."""
         ...
 
-    async def mark_failed(self, request_id: str, error: str) -> None:
-        """Record that the kickoff itself failed (state ``kickoff_failed``)."""
+    async def mark_failed(self, request_id: str, error: str, *, may_have_started: bool = False) -> None:
+        """Record that the kickoff failed: ``kickoff_failed`` (no run started), or ``may_have_started`` when the crew
+        may have received it. A record already confirmed with a kickoff_id is left as it is."""
         ...
 
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None; a record is visible only to its owner (None owner: internal access)."""
         ...
 
-    async def get_request(self, request_id: str) -> RunRecord | None:
-        """The record of a kickoff request, or None; internal access only (webhook URLs carry the request id)."""
+    async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
+        """The record of a kickoff request (confirmed or not), or None; visible only to its owner."""
         ...
 
     async def save_status(

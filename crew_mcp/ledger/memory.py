@@ -93,11 +93,13 @@ class MemoryLedger(LedgerBase):
                 raise LedgerError(f"A run record with kickoff id {kickoff_id!r} already exists.")
             return self._update_request(request_id, lambda r: apply_confirm(r, kickoff_id, utcnow()))
 
-    async def mark_failed(self, request_id: str, error: str) -> None:
-        """Mark the record ``kickoff_failed``; an unknown request_id raises LedgerError."""
+    async def mark_failed(self, request_id: str, error: str, *, may_have_started: bool = False) -> None:
+        """Mark the record ``kickoff_failed`` or ``may_have_started``; an unknown request_id raises LedgerError."""
         with self._lock:
             self._check_open()
-            self._update_request(request_id, lambda r: apply_failed(r, error, utcnow()))
+            self._update_request(
+                request_id, lambda r: apply_failed(r, error, utcnow(), may_have_started=may_have_started)
+            )
 
     async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
         """Delete records not updated within ``max_age`` of ``now`` and all but the newest ``max_count``."""
@@ -130,12 +132,14 @@ class MemoryLedger(LedgerBase):
             return None
         return entry.record()
 
-    async def get_request(self, request_id: str) -> RunRecord | None:
-        """The record of a kickoff request, or None."""
+    async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
+        """The record of a kickoff request, or None (also when it belongs to another owner)."""
         with self._lock:
             self._check_open()
             entry = self._rows.get(request_id)
-        return entry.record() if entry is not None else None
+        if entry is None or (owner is not None and entry.owner != owner):
+            return None
+        return entry.record()
 
     async def list(
         self,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from crew_mcp.errors import LedgerError
-from crew_mcp.models import ExecutionState, ExecutionStatus, PendingHumanInput, Progress, WebhookUrls
+from crew_mcp.models import ExecutionState, ExecutionStatus, FinalOutput, PendingHumanInput, Progress, WebhookUrls
 
 __all__ = [
     "Decision",
@@ -31,6 +31,7 @@ __all__ = [
     "check_prune_args",
     "is_pending_approval",
     "matches",
+    "merge_status",
     "micros",
     "newest_first_key",
     "pause_key",
@@ -52,10 +53,17 @@ def utcnow() -> datetime:
 
 
 class RecordState(StrEnum):
-    """A record's state: every :class:`~crew_mcp.models.ExecutionState` plus the two kickoff-time states."""
+    """A record's state: every :class:`~crew_mcp.models.ExecutionState` plus the kickoff-time states.
+
+    ``unconfirmed``: the kickoff request is on its way (or crew-mcp stopped before the answer came).
+    ``kickoff_failed``: the crew refused the kickoff, or it never left: no run was started.
+    ``may_have_started``: the crew may have received the kickoff but its answer was lost or unreadable, so a run
+    may exist whose kickoff_id crew-mcp does not know.
+    """
 
     UNCONFIRMED = "unconfirmed"
     KICKOFF_FAILED = "kickoff_failed"
+    MAY_HAVE_STARTED = "may_have_started"
     RUNNING = "running"
     WAITING_FOR_HUMAN = "waiting_for_human"
     COMPLETED = "completed"
@@ -75,6 +83,10 @@ class Decision(BaseModel):
     via: str = Field(description='"tool", "elicitation", "app", "cli" or "expiry"')
     actor: str = Field(description="The owner or principal on whose behalf it was decided")
     at: UTCDateTime = Field(default_factory=utcnow, description="When it was decided")
+    outcome: Literal["applied", "unknown"] = Field(
+        default="applied",
+        description='"unknown": the crew\'s answer was lost, so it may or may not have acted on the decision',
+    )
 
 
 StopResult = Literal["stopped", "already_ended", "refused", "unsupported"]
@@ -98,7 +110,9 @@ class RunRecord(BaseModel):
     """Everything the ledger knows about one run.
 
     ``request_id`` is the client's id (the key before AMP answers); ``kickoff_id`` is None until confirmed.
-    ``inputs`` is ``{}`` when the configuration keeps only ``input_names``.
+    ``inputs`` is ``{}`` when the configuration keeps only ``input_names``. ``started_outside`` marks a run
+    started elsewhere (the AMP dashboard, a script) and adopted when its owner asked about it: its inputs are
+    unknown.
     """
 
     request_id: str
@@ -123,6 +137,7 @@ class RunRecord(BaseModel):
     notified: builtins.list[str] = Field(
         default_factory=builtins.list, description="The pauses (pause_key) a reviewer notice was sent for"
     )
+    started_outside: bool = False
 
 
 def apply_confirm(record: RunRecord, kickoff_id: str, now: datetime) -> RunRecord:
@@ -143,16 +158,57 @@ def apply_confirm(record: RunRecord, kickoff_id: str, now: datetime) -> RunRecor
     )
 
 
-def apply_failed(record: RunRecord, error: str, now: datetime) -> RunRecord:
-    """The record marked ``kickoff_failed`` with ``error``."""
-    return record.model_copy(update={"state": RecordState.KICKOFF_FAILED, "error": error, "updated_at": now})
+def apply_failed(record: RunRecord, error: str, now: datetime, *, may_have_started: bool = False) -> RunRecord:
+    """The record marked ``kickoff_failed`` (no run started) or ``may_have_started``, with ``error``.
+
+    A record already confirmed with a kickoff_id (a webhook told its id first) stays as it is: the run exists.
+    """
+    if record.kickoff_id is not None:
+        return record
+    state = RecordState.MAY_HAVE_STARTED if may_have_started else RecordState.KICKOFF_FAILED
+    return record.model_copy(update={"state": state, "error": error, "updated_at": now})
+
+
+def merge_status(old: ExecutionStatus | None, new: ExecutionStatus) -> ExecutionStatus:
+    """``new``, keeping what ``old`` knew and ``new`` does not say: a status or webhook that brings less never erases
+    progress, output or usage; the task count never goes down; a finished run stays finished as it finished."""
+    if old is not None and old.terminal and new.state is not old.state:
+        return old
+    if old is not None:
+        fields = Progress.model_fields
+        progress = Progress(
+            **{f: v if (v := getattr(new.progress, f)) is not None else getattr(old.progress, f) for f in fields}
+        )
+        if old.progress.completed is not None and new.progress.completed is not None:
+            progress.completed = max(old.progress.completed, new.progress.completed)
+        new = new.model_copy(
+            update={
+                "progress": progress,
+                "output": _merge_output(old.output, new.output),
+                "usage": new.usage or old.usage,
+                "execution_time": new.execution_time if new.execution_time is not None else old.execution_time,
+                "error": new.error or (old.error if new.state is ExecutionState.FAILED else None),
+            }
+        )
+    p = new.progress
+    if new.state is ExecutionState.COMPLETED and p.total is not None and (p.completed or 0) < p.total:
+        new = new.model_copy(update={"progress": p.model_copy(update={"completed": p.total})})
+    return new
+
+
+def _merge_output(old: FinalOutput | None, new: FinalOutput | None) -> FinalOutput | None:
+    if old is None or new is None:
+        return new or old
+    return FinalOutput(text=new.text or old.text, json=new.json_value or old.json_value, tasks=new.tasks or old.tasks)
 
 
 def apply_status(record: RunRecord, status: ExecutionStatus, now: datetime) -> RunRecord:
-    """The record with a freshly fetched status: state follows it, pending is kept only while waiting.
+    """The record with a freshly fetched status, merged with what it knew (:func:`merge_status`): state follows it,
+    pending is kept only while waiting.
 
     A pending task that was already known keeps its ``since``; a new one gets ``now`` when it has none.
     """
+    status = merge_status(record.status, status)
     pending = record.pending
     state = RecordState(status.state.value)
     if _webhook_pause_holds(record, status):
@@ -197,6 +253,9 @@ def apply_decision(record: RunRecord, decision: Decision, now: datetime) -> RunR
     update: dict[str, Any] = {"decisions": [*record.decisions, decision], "pending": None, "updated_at": now}
     if record.state is RecordState.WAITING_FOR_HUMAN:
         update["state"] = RecordState.RUNNING
+    if record.status is not None and record.status.state is ExecutionState.WAITING_FOR_HUMAN:
+        # The last status read said "waiting": listings must not show that once the decision is taken.
+        update["status"] = record.status.model_copy(update={"state": ExecutionState.RUNNING, "pending": None})
     return record.model_copy(update=update)
 
 

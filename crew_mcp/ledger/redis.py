@@ -150,10 +150,12 @@ class RedisLedger(LedgerBase):
             raise LedgerError(f"No run record with request id {request_id!r}.")
         return record
 
-    async def mark_failed(self, request_id: str, error: str) -> None:
-        """Mark the record ``kickoff_failed``; an unknown request_id raises LedgerError."""
+    async def mark_failed(self, request_id: str, error: str, *, may_have_started: bool = False) -> None:
+        """Mark the record ``kickoff_failed`` or ``may_have_started``; an unknown request_id raises LedgerError."""
         async with self._guard():
-            record = await self._update(request_id, lambda r: apply_failed(r, error, utcnow()))
+            record = await self._update(
+                request_id, lambda r: apply_failed(r, error, utcnow(), may_have_started=may_have_started)
+            )
         if record is None:
             raise LedgerError(f"No run record with request id {request_id!r}.")
 
@@ -189,11 +191,12 @@ class RedisLedger(LedgerBase):
             return None
         return record
 
-    async def get_request(self, request_id: str) -> RunRecord | None:
-        """The record of a kickoff request, or None."""
+    async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
+        """The record of a kickoff request, or None (also when it belongs to another owner)."""
         async with self._guard():
             raw = _str(await self._r.get(self._k("run:", request_id)))
-        return self._load(raw) if raw else None
+        record = self._load(raw) if raw else None
+        return record if record is not None and owner in (None, record.owner) else None
 
     async def list(
         self,

@@ -69,7 +69,25 @@ def _v2_add_updated_at(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_by_updated ON runs (updated_at)")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_create_runs, _v2_add_updated_at)
+def _v3_may_have_started(conn: sqlite3.Connection) -> None:
+    """Uncertain kickoffs used to be stored as ``kickoff_failed`` with "a run may have started" in their error: give
+    them the state that says so, so they are never taken for failed-and-safe."""
+    rows = conn.execute("SELECT request_id, data FROM runs WHERE state = 'kickoff_failed'").fetchall()
+    for request_id, data in rows:
+        record = json.loads(data)
+        if "may have started" in str(record.get("error") or ""):
+            record["state"] = "may_have_started"
+            conn.execute(
+                "UPDATE runs SET state = 'may_have_started', data = ? WHERE request_id = ?",
+                (json.dumps(record), request_id),
+            )
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_create_runs,
+    _v2_add_updated_at,
+    _v3_may_have_started,
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The ``PRAGMA user_version`` this code writes; step ``n`` of the migrations moves a file from ``n`` to ``n+1``."""
 
@@ -155,9 +173,13 @@ class SqliteLedger(LedgerBase):
             lambda c: _update(c, _by_request(c, request_id), lambda r: apply_confirm(r, kickoff_id, utcnow()))
         )
 
-    async def mark_failed(self, request_id: str, error: str) -> None:
-        """Mark the record ``kickoff_failed``; an unknown request_id raises LedgerError."""
-        await self._write(lambda c: _update(c, _by_request(c, request_id), lambda r: apply_failed(r, error, utcnow())))
+    async def mark_failed(self, request_id: str, error: str, *, may_have_started: bool = False) -> None:
+        """Mark the record ``kickoff_failed`` or ``may_have_started``; an unknown request_id raises LedgerError."""
+
+        def change(record: RunRecord) -> RunRecord:
+            return apply_failed(record, error, utcnow(), may_have_started=may_have_started)
+
+        await self._write(lambda c: _update(c, _by_request(c, request_id), change))
 
     async def prune(self, *, max_age: timedelta, max_count: int, now: datetime | None = None) -> int:
         """Delete records not updated within ``max_age`` and all but the newest ``max_count``.
@@ -204,12 +226,14 @@ class SqliteLedger(LedgerBase):
             return None
         return _load(row[1])
 
-    async def get_request(self, request_id: str) -> RunRecord | None:
-        """The record of a kickoff request, or None."""
+    async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
+        """The record of a kickoff request, or None (also when it belongs to another owner)."""
         row = await self._read(
-            lambda c: c.execute("SELECT data FROM runs WHERE request_id = ?", (request_id,)).fetchone()
+            lambda c: c.execute("SELECT owner, data FROM runs WHERE request_id = ?", (request_id,)).fetchone()
         )
-        return _load(row[0]) if row is not None else None
+        if row is None or (owner is not None and row[0] != owner):
+            return None
+        return _load(row[1])
 
     async def list(
         self,
