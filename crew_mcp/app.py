@@ -1,4 +1,4 @@
-"""Streamable HTTP: the MCP endpoint at ``/mcp``, ``/healthz``, and the webhook receiver.
+"""Streamable HTTP: the MCP endpoint at ``/mcp``, ``/healthz``, ``/readyz``, ``/metrics``, and the webhook receiver.
 
 Both protocol eras are served: 2025-11-25 clients get stateful sessions (``Mcp-Session-Id``), 2026-07-28
 clients send self-contained requests. Only loopback addresses are bound until remote authentication
@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from . import __version__
+from .ops import counted_webhooks, http_telemetry, operator_routes
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
 from .service import open_service
@@ -33,7 +34,7 @@ def build_app(
     Webhooks are offered to crews (and their route served) only when crews can reach this server: with a
     configured public URL, or when every crew is local (the built-in simulator).
     """
-    runtime = Runtime()
+    runtime = Runtime(telemetry=http_telemetry())
     local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
     webhook_base = settings.public_url or (local_base if settings.simulated else None)
     mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base, opener=opener)
@@ -50,9 +51,9 @@ def build_app(
         async with mcp.session_manager.run():
             yield
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *operator_routes(settings, runtime)]
     if webhook_base is not None:
-        routes += webhook_routes(lambda: runtime.service)
+        routes += counted_webhooks(webhook_routes(lambda: runtime.service), runtime.telemetry)
     routes.append(Mount("/", app=mcp_app))
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -74,6 +75,7 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     bound = sock.getsockname()[1]
     app = build_app(settings, host=host, port=bound)
     print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)
-    # No access log: webhook URLs carry per-execution secrets.
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
+    # No access log: webhook URLs carry per-execution secrets. No log config of uvicorn's own: its records go to
+    # crew-mcp's handler (crew_mcp.logs), in the configured format and with secrets masked.
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False, log_config=None)
     uvicorn.Server(config).run(sockets=[sock])

@@ -36,10 +36,12 @@ from .errors import (
     status_error,
 )
 from .inputs import encode_inputs
+from .logs import bound
 from .models import ExecutionStatus, InputsResponse, KickoffResponse, ResumeRequest, ResumeResponse, WebhookUrls
 from .normalize import normalize_status
 from .redact import Redactor
 from .retry import MAX_RETRY_AFTER, parse_retry_after, retry_hook
+from .telemetry import NO_TELEMETRY, Telemetry, endpoint_of
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -160,6 +162,7 @@ class CrewClient:
         }
         self._pool: httpx2.AsyncClient | None = None
         self._closed = False
+        self.telemetry: Telemetry = NO_TELEMETRY  # set by the service (telemetry.attach) to count requests
 
     @property
     def _http(self) -> httpx2.AsyncClient:
@@ -223,7 +226,7 @@ class CrewClient:
         body: dict[str, Any] = {"inputs": encode_inputs(dict(inputs)), "meta": merged}
         if webhooks is not None:
             body.update(webhooks.wire())
-        with self._deadline("POST", "/kickoff") as deadline:
+        with self._deadline("POST", "/kickoff") as deadline, bound(kickoff_request_id=rid):
             response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
         parsed = self._bodies.model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
         return KickoffResult(kickoff_id=parsed.kickoff_id, request_id=rid)
@@ -348,6 +351,8 @@ class CrewClient:
             wait_jitter=_WAIT_JITTER,
         ):
             with attempt:
+                if attempt.num > 1:
+                    self.telemetry.retry(self.name or "-", endpoint_of(path))
                 return await self._request(method, path, body)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -356,9 +361,10 @@ class CrewClient:
         where = self._where
         started = time.perf_counter()
         outcome = "error"
+        call = self.telemetry.upstream_call(self.name, method, path)
         try:
             try:
-                response = await self._http.request(method, path, json=body)
+                response = await self._http.request(method, path, json=body, headers=call.headers)
             except _NOT_SENT as exc:
                 cls = APIConnectionError if isinstance(exc, httpx2.ConnectError) else APITimeoutError
                 raise cls(
@@ -396,6 +402,7 @@ class CrewClient:
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         finally:
+            call.end(outcome)
             ms = (time.perf_counter() - started) * 1000
             logger.debug("%s %s %s %s %.1fms", self.name or "-", method, path or "/", outcome, ms)
 

@@ -8,6 +8,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from .service import CrewService
 from .subscriptions import Subscriptions
+from .telemetry import NO_TELEMETRY, Telemetry
 
 __all__ = ["Runtime"]
 
@@ -19,6 +20,7 @@ class Runtime:
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
     service: CrewService | None = None
     typed_tools: dict[str, str] = field(default_factory=dict)
+    telemetry: Telemetry = NO_TELEMETRY
 
     def require(self) -> CrewService:
         """The running service.

@@ -17,6 +17,7 @@ from mcp.types import Tool as MCPTool
 from . import __version__
 from .apps import RunCard
 from .boundary import caller
+from .calls import RequestScope
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable
@@ -77,7 +78,9 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Runtime]:
-        async with opener(settings, webhook_base=webhook_base, on_change=runtime.subscriptions.notify) as service:
+        async with opener(
+            settings, webhook_base=webhook_base, on_change=runtime.subscriptions.notify, telemetry=runtime.telemetry
+        ) as service:
             runtime.service = service
             try:
                 yield runtime
@@ -94,7 +97,7 @@ def build_server(
         log_level=settings.log_level,
         subscriptions=runtime.subscriptions.bus,
         extensions=[card],
-        middleware=[runtime.subscriptions.middleware, card.hide_from_plain_clients],
+        middleware=[RequestScope(runtime.telemetry), runtime.subscriptions.middleware, card.hide_from_plain_clients],
     )
     register_tools(mcp, settings, runtime)
     register_resources(mcp, settings, runtime)

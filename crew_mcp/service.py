@@ -28,6 +28,8 @@ from .kickoff import Launcher
 from .ledger import Ledger, RunRecord, default_ledger_url, open_ledger, run_retention, sqlite_path
 from .runs import OnChange, RunTracker, live
 from .settings import Settings
+from .telemetry import NO_TELEMETRY, Telemetry
+from .tracing import traced
 from .views import (
     ApprovalList,
     CrewInputs,
@@ -93,6 +95,7 @@ class CrewService:
             )
         return CrewList(crews=crews, simulated=self.registry.simulated, note=note)
 
+    @traced("crew_mcp.list_inputs")
     async def list_inputs(self, crew: str | None, *, refresh: bool = False) -> CrewInputs:
         """A crew's inputs (cached), with the kickoff call to make next.
 
@@ -111,6 +114,7 @@ class CrewService:
             f"inputs={{{names}}}).",
         )
 
+    @traced("crew_mcp.kickoff")
     async def kickoff(
         self,
         crew: str | None,
@@ -154,6 +158,7 @@ class CrewService:
             )
             return view
 
+    @traced("crew_mcp.status")
     async def status(
         self,
         kickoff_id: str | None,
@@ -180,6 +185,7 @@ class CrewService:
             return rejected.run
         return RunView.of(seen.record, seen.status, guidance=self.guidance)
 
+    @traced("crew_mcp.resume")
     async def resume(
         self, kickoff_id: str, caller: Caller, *, approve: bool, feedback: str = "", task_id: str | None = None
     ) -> ResumeView:
@@ -190,6 +196,7 @@ class CrewService:
         """The caller's run, checked to be waiting for review (see :meth:`Approvals.waiting`)."""
         return await self.approvals.waiting(kickoff_id, caller, task_id=task_id)
 
+    @traced("crew_mcp.executions")
     async def executions(
         self,
         caller: Caller,
@@ -205,6 +212,7 @@ class CrewService:
         )
         return ExecutionList.of(records, self.guidance)
 
+    @traced("crew_mcp.pending_approvals")
     async def pending_approvals(self, caller: Caller) -> ApprovalList:
         """The caller's runs waiting for review (see :meth:`Approvals.pending`)."""
         return await self.approvals.pending(caller)
@@ -227,6 +235,7 @@ async def open_service(
     webhook_base: str | None = None,
     on_change: OnChange | None = None,
     poll_initial: float = POLL_INITIAL,
+    telemetry: Telemetry = NO_TELEMETRY,
 ) -> AsyncIterator[CrewService]:
     """Assemble a running service; everything it opened is closed on exit.
 
@@ -239,12 +248,14 @@ async def open_service(
         webhook_base: the URL under which this server receives AMP webhooks (HTTP only; None: no webhooks).
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval.
+        telemetry: told about upstream requests and ledger operations (the HTTP app's metrics).
     """
     clock = clock or SystemClock()
     url = settings.ledger_url or default_ledger_url()
     state = sqlite_path(url).parent / "simulator.db" if ledger is None and url.startswith("sqlite:") else None
     registry = build_registry(settings, transport=transport, simulator=simulator, simulator_state=state)
-    store = ledger or open_ledger(url)
+    telemetry.attach(registry)
+    store = telemetry.ledger(ledger or open_ledger(url))
     service = CrewService(
         settings,
         registry,
