@@ -28,7 +28,16 @@ from .redact import MIN_SECRET_CHARS
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["ID_FIELDS", "JsonFormatter", "LogFormat", "SecretScrubber", "bound", "configure", "settings_secrets"]
+__all__ = [
+    "ID_FIELDS",
+    "JsonFormatter",
+    "LogFormat",
+    "SecretScrubber",
+    "bound",
+    "build_handler",
+    "configure",
+    "settings_secrets",
+]
 
 LogFormat = Literal["text", "json"]
 ID_FIELDS = ("mcp_request_id", "mcp_method", "tool", "kickoff_request_id", "trace_id", "span_id")
@@ -152,20 +161,24 @@ class _TextFormatter(logging.Formatter):
         return f"{line} [{ids}]{sep}{rest}"
 
 
-def configure(
-    level: str, fmt: LogFormat = "text", *, secrets: Iterable[str] = (), stream: TextIO | None = None
+def build_handler(
+    fmt: LogFormat = "text", *, secrets: Iterable[str] = (), stream: TextIO | None = None
 ) -> logging.Handler:
-    """Log ``level`` and above to ``stream`` (stderr) in ``fmt``, with ids and secrets masked; return the handler.
-
-    Like :func:`logging.basicConfig`, it changes nothing when the root logger already has handlers (an embedding
-    application's, or pytest's).
-    """
+    """A handler writing to ``stream`` (stderr) in ``fmt``, adding the ids and masking secrets."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(_Ids())
     handler.addFilter(SecretScrubber(secrets))
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter())
-    logging.basicConfig(level=level, handlers=[handler])
     return handler
+
+
+def configure(level: str, fmt: LogFormat = "text", *, secrets: Iterable[str] = ()) -> None:
+    """Log ``level`` and above to stderr through :func:`build_handler`.
+
+    Like :func:`logging.basicConfig`, it changes nothing when the root logger already has handlers (an embedding
+    application's, or pytest's).
+    """
+    logging.basicConfig(level=level, handlers=[build_handler(fmt, secrets=secrets)])
 
 
 def settings_secrets(settings: Settings) -> list[str]:

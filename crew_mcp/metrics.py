@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_TOOL_LABELS = 64
 """Distinct tool names counted under their own name; later ones (a client inventing names) count as ``other``."""
 PENDING_TTL = 5.0
-"""Seconds a pending-approvals count is reused, so scrapers (several Prometheus replicas) never hammer the ledger."""
+"""Seconds a pending-approvals count is reused while this process writes nothing to the ledger, so scrapers
+(several Prometheus replicas) never hammer it; a write here makes the next scrape count again."""
 PENDING_TIMEOUT = 2.0
 """Seconds a scrape waits for the ledger's pending count before showing NaN."""
 
@@ -47,6 +48,8 @@ _TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LEDGER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# Ledger methods that change nothing: every other one may change what waits for a human.
+_READS = frozenset({"get", "list", "latest", "pending_approvals", "pending_count", "ping"})
 
 
 def backend_of(ledger: object) -> str:
@@ -122,7 +125,8 @@ class PrometheusTelemetry(Telemetry):
         )
         Gauge("crew_mcp_build_info", "crew-mcp's version", ["version"], registry=r).labels(__version__).set(1)
         self._tools = _Bounded(MAX_TOOL_LABELS)
-        self._pending_at = -math.inf
+        self._writes = 0  # ledger writes made by this process so far
+        self._pending_read: tuple[float, int] | None = None  # when the pending count was read, after how many writes
         self._pending_lock = anyio.Lock()
 
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
@@ -148,6 +152,10 @@ class PrometheusTelemetry(Telemetry):
         """``ledger`` with every operation counted and timed."""
         return cast("Ledger", MeteredLedger(ledger, self))
 
+    def ledger_written(self) -> None:
+        """This process changed the ledger: the next scrape counts pending approvals again."""
+        self._writes += 1
+
     async def exposition(self, service: CrewService | None, accept: str = "") -> tuple[bytes, str]:
         """The exposition (text, or OpenMetrics when ``accept`` asks for it) and its content type, after reading the
         gauges from the running ``service`` (None: still starting)."""
@@ -160,8 +168,10 @@ class PrometheusTelemetry(Telemetry):
 
     async def _read_pending(self, service: CrewService) -> None:
         async with self._pending_lock:
-            if time.monotonic() - self._pending_at < PENDING_TTL:
+            last = self._pending_read
+            if last is not None and last[1] == self._writes and time.monotonic() - last[0] < PENDING_TTL:
                 return
+            writes = self._writes
             try:
                 with anyio.fail_after(PENDING_TIMEOUT):
                     count: float = await service.ledger.pending_count()
@@ -169,7 +179,7 @@ class PrometheusTelemetry(Telemetry):
                 logger.debug("pending approvals could not be counted: %s", exc)
                 count = math.nan
             self.pending.set(count)
-            self._pending_at = time.monotonic()
+            self._pending_read = (time.monotonic(), writes)
 
 
 class MeteredLedger:
@@ -200,6 +210,7 @@ class MeteredLedger:
         ops = t.ledger_ops.labels(name, self._backend)
         errors = t.ledger_errors.labels(name, self._backend)
         seconds = t.ledger_seconds.labels(name, self._backend)
+        writes = name not in _READS
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -211,5 +222,7 @@ class MeteredLedger:
             finally:
                 ops.inc()
                 seconds.observe(time.perf_counter() - started)
+                if writes:
+                    t.ledger_written()
 
         return call

@@ -14,6 +14,7 @@ installed, each helper returns at once: no span is built, no header is added. :f
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, ParamSpec, TypeVar
@@ -159,6 +160,10 @@ def _exporter(name: str, env: Mapping[str, str]) -> Any:
         wanted = _OTLP_BY_PROTOCOL.get(protocol) or (
             "otlp_proto_grpc" if "otlp_proto_grpc" in installed else "otlp_proto_http"
         )
+    if wanted == "console":  # to stderr: stdout is the MCP channel of a stdio server
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter(out=sys.stderr)
     found = entry_points(group=_EXPORTER_GROUP, name=wanted)
     if not found:
         known = ", ".join(sorted({ep.name for ep in entry_points(group=_EXPORTER_GROUP)} | {"otlp"})) or "none"
