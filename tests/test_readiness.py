@@ -29,6 +29,8 @@ from crew_mcp.runtime import Runtime
 from crew_mcp.service import open_service
 from crew_mcp.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @asynccontextmanager
 async def app_at(ledger_url: str) -> AsyncIterator[httpx2.AsyncClient]:
@@ -176,3 +178,23 @@ async def test_readiness_answers_are_reused_for_their_time_to_live() -> None:
         for _ in range(3):
             assert await uncached.problem() is None
         assert ledger.pings == 4
+
+
+def test_the_kubernetes_probes_point_at_routes_the_app_serves_within_their_timeouts() -> None:
+    import yaml
+    from starlette.routing import Route
+
+    from crew_mcp.ops import PROBE_TIMEOUT
+
+    deployment = yaml.safe_load((ROOT / "manifests" / "kubernetes" / "base" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    app = build_app(Settings(owner=OWNER, ledger_url="memory://"), port=0)
+    served = {r.path for r in app.routes if isinstance(r, Route)}
+    probes = {kind: container[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert {kind: p["httpGet"]["path"] for kind, p in probes.items()} == {
+        "startupProbe": "/healthz",
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    assert {"/healthz", "/readyz", "/metrics"} <= served
+    assert probes["readinessProbe"]["timeoutSeconds"] > PROBE_TIMEOUT  # the probe's own bound answers first
