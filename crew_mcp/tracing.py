@@ -6,9 +6,10 @@ under it, one INTERNAL span per service operation (:func:`traced`: ``crew_mcp.ki
 context goes to the crew in the ``traceparent`` header. A shared poll loop (waits) runs in the task of the call
 that started it, so its requests are children of that call.
 
-Everything here uses the OpenTelemetry API, which the MCP SDK loads anyway. Until a tracer provider is
-installed, each helper returns at once: no span is built, no header is added. :func:`configure` installs the SDK
-(``pip install 'crew-mcp[otel]'``) only when the standard ``OTEL_*`` variables ask for an exporter.
+Everything here uses the OpenTelemetry API, which the MCP SDK loads anyway; this module imports it only once it
+is loaded (a CLI command never pays for it). Until a tracer provider is installed, each helper returns at once:
+no span is built, no header is added. :func:`configure` installs the SDK (``pip install 'crew-mcp[otel]'``) only
+when the standard ``OTEL_*`` variables ask for an exporter.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from importlib.metadata import entry_points
-from typing import Any, ParamSpec, TypeVar
-
-from opentelemetry import propagate, trace
-from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, StatusCode
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import __version__
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 __all__ = ["TRACER_NAME", "active", "configure", "end_upstream", "start_upstream", "traced", "upstream_headers"]
 
@@ -37,10 +37,13 @@ _OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_htt
 
 def active() -> bool:
     """True once a tracer provider is installed (by :func:`configure`, ``opentelemetry-instrument`` or a test)."""
-    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    trace = sys.modules.get("opentelemetry.trace")  # not loaded: nothing can have installed a provider
+    return trace is not None and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def _tracer() -> trace.Tracer:
+def _tracer() -> Tracer:
+    from opentelemetry import trace
+
     return trace.get_tracer(TRACER_NAME, __version__)
 
 
@@ -52,6 +55,8 @@ def traced(name: str) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Aw
         async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             if not active():
                 return await fn(*args, **kwargs)
+            from opentelemetry.trace import StatusCode
+
             with _tracer().start_as_current_span(name, record_exception=False, set_status_on_exception=False) as span:
                 try:
                     return await fn(*args, **kwargs)
@@ -71,6 +76,8 @@ def start_upstream(crew: str | None, method: str, path: str, endpoint: str) -> S
     :func:`end_upstream`."""
     if not active():
         return None
+    from opentelemetry.trace import SpanKind
+
     route = "/" if endpoint == "health" else f"/{endpoint}"
     attributes: dict[str, Any] = {
         "http.request.method": method,
@@ -86,6 +93,8 @@ def upstream_headers(span: Span | None) -> dict[str, str] | None:
     """The W3C trace context headers (``traceparent``, ``tracestate``) naming ``span`` as the crew's parent."""
     if span is None:
         return None
+    from opentelemetry import propagate, trace
+
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
@@ -95,6 +104,8 @@ def end_upstream(span: Span | None, outcome: str) -> None:
     """End an upstream span with its outcome: the HTTP status code, or ``"error"`` when no answer came."""
     if span is None:
         return
+    from opentelemetry.trace import StatusCode
+
     if outcome.isdigit():
         code = int(outcome)
         span.set_attribute("http.response.status_code", code)
@@ -129,6 +140,7 @@ def configure(env: Mapping[str, str]) -> str | None:
     if active():
         return "an OpenTelemetry tracer provider installed before crew-mcp started"
     try:
+        from opentelemetry import trace
         from opentelemetry.sdk.resources import OTELResourceDetector, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -151,6 +163,8 @@ def configure(env: Mapping[str, str]) -> str | None:
 
 def _exporter(name: str, env: Mapping[str, str]) -> Any:
     """An instance of the exporter ``name`` from the installed entry points (``otlp``: by protocol)."""
+    from importlib.metadata import entry_points
+
     wanted = name
     if name == "otlp":
         protocol = (

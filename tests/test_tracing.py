@@ -254,3 +254,14 @@ async def test_a_stdio_server_exporting_to_the_console_keeps_stdout_for_mcp(tmp_
             assert crews["simulated"] is True
     assert garbage == []
     assert '"name": "tools/call list_crews"' in stderr.read_text()  # exported at shutdown, on stderr
+
+
+def test_commands_that_need_no_mcp_server_never_load_opentelemetry() -> None:
+    out = run_python(
+        """
+        import sys
+        import crew_mcp.cli, crew_mcp.service, crew_mcp.client
+        print(sorted(m for m in sys.modules if m.startswith(("opentelemetry", "prometheus_client"))))
+        """
+    )
+    assert out.strip() == "[]"
