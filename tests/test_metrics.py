@@ -303,3 +303,19 @@ def _text(telemetry: PrometheusTelemetry) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(telemetry.registry).decode()
+
+
+def test_without_prometheus_client_the_app_counts_nothing_and_still_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from crew_mcp.ops import http_telemetry
+
+    assert isinstance(http_telemetry(), PrometheusTelemetry)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # what an installation without the extra sees
+    monkeypatch.delitem(sys.modules, "crew_mcp.metrics")
+
+    telemetry = http_telemetry()
+
+    assert type(telemetry) is Telemetry
+    ledger = MemoryLedger()
+    assert telemetry.ledger(ledger) is ledger
