@@ -265,3 +265,17 @@ def test_commands_that_need_no_mcp_server_never_load_opentelemetry() -> None:
         """
     )
     assert out.strip() == "[]"
+
+
+def test_a_tracer_provider_installed_before_crew_mcp_is_left_alone() -> None:
+    from opentelemetry import trace
+
+    from crew_mcp.tracing import configure
+
+    spans()
+    installed = trace.get_tracer_provider()
+
+    said = configure({"OTEL_TRACES_EXPORTER": "console"})
+
+    assert said == "an OpenTelemetry tracer provider installed before crew-mcp started"
+    assert trace.get_tracer_provider() is installed
