@@ -24,8 +24,9 @@ RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY crew_mcp ./crew_mcp
-# pip and setuptools only install: the runtime never needs them (about 25 MB).
-RUN /opt/venv/bin/pip install --quiet '.[redis]' \
+# pip and setuptools only install: the runtime never needs them (about 25 MB). metrics and otel: /metrics and
+# OpenTelemetry traces for deployments (docs/operations.md); both stay idle unless used.
+RUN /opt/venv/bin/pip install --quiet '.[redis,metrics,otel]' \
  && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools
 
 FROM ${BASE}

@@ -1,4 +1,5 @@
-"""HTTP: the MCP endpoint at ``/mcp``, the deprecated HTTP+SSE transport, ``/healthz``, and the webhook receiver.
+"""HTTP: the MCP endpoint at ``/mcp``, the deprecated HTTP+SSE transport, ``/healthz``, ``/readyz``, ``/metrics``,
+and the webhook receiver.
 
 Both protocol eras are served: 2025-11-25 clients get stateful sessions (``Mcp-Session-Id``, expired when idle
 and capped in number), 2026-07-28 clients send self-contained requests. Hosts and gateways that speak only the
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from .auth.wiring import is_loopback
 from .errors import ConfigError
+from .ops import counted_webhooks, http_telemetry, operator_routes
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
 from .service import open_service
@@ -71,7 +73,7 @@ def build_app(
     config = settings.auth
     limits = config.limits
     security = transport_security(settings.public_url, host)
-    runtime = Runtime()
+    runtime = Runtime(telemetry=http_telemetry())
     # One client for the server's lifetime: the identity provider's metadata, keys and introspection.
     http = httpx2.AsyncClient() if config.mode != "none" else None
     verifier = build_verifier(config, http) if http is not None else None
@@ -120,9 +122,13 @@ def build_app(
             if http is not None:
                 await http.aclose()
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *protected_resource_routes(config)]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *operator_routes(settings, runtime, verifier=verifier),
+        *protected_resource_routes(config),
+    ]
     if webhook_base is not None:
-        routes += webhook_routes(lambda: runtime.service)
+        routes += counted_webhooks(webhook_routes(lambda: runtime.service), runtime.telemetry)
     routes.append(Mount("/", app=mcp_app))
     app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
     if verifier is None:
@@ -173,6 +179,7 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     if settings.auth.mode != "none":
         public = f"{settings.public_url}/mcp" if settings.public_url else f"http://{host}:{bound}/mcp"
         print(f"crew-mcp: clients connect to {public} (authentication: {settings.auth.mode})", flush=True)
-    # No access log: webhook URLs carry per-execution secrets.
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
+    # No access log: webhook URLs carry per-execution secrets. No log config of uvicorn's own: its records go to
+    # crew-mcp's handler (crew_mcp.logs), in the configured format and with secrets masked.
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False, log_config=None)
     uvicorn.Server(config).run(sockets=[sock])

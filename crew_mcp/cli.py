@@ -121,9 +121,29 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise CLIError(str(exc), code=2) from None
 
 
-def _setup_logging(verbose: int, default: str = "WARNING") -> None:
+def _setup_logging(verbose: int, default: str = "WARNING", settings: Settings | None = None) -> None:
+    from .logs import configure, settings_secrets
+
     level = {0: default, 1: "INFO"}.get(verbose, "DEBUG")
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if settings is None:
+        configure(level)
+    else:
+        configure(level, settings.log_format, secrets=settings_secrets(settings))
+
+
+def _setup_tracing() -> None:
+    """OpenTelemetry traces when the standard OTEL_* variables ask for them (the SDK reads the rest itself)."""
+    import os
+
+    from .errors import ConfigError
+    from .tracing import configure
+
+    try:
+        installed = configure(os.environ)
+    except ConfigError as exc:
+        raise CLIError(str(exc), 2) from None
+    if installed:
+        logging.getLogger(__name__).info("tracing: %s", installed)
 
 
 async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitable[int]]) -> int:
@@ -150,7 +170,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise CLIError(str(exc), 2) from None
         _check_ledger_url(settings)
         # The configured level (default WARNING), as for stdio: INFO logs a line for every upstream request.
-        _setup_logging(args.verbose, settings.log_level)
+        _setup_logging(args.verbose, settings.log_level, settings)
+        _setup_tracing()
         try:
             serve_http(settings, host=args.host, port=args.port)
         except ConfigError as exc:
@@ -159,7 +180,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise CLIError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.", 2) from None
         return 0
     _check_ledger_url(settings)
-    _setup_logging(args.verbose, settings.log_level)
+    _setup_logging(args.verbose, settings.log_level, settings)
+    _setup_tracing()
     from .server import build_server
 
     build_server(settings).run("stdio")
@@ -227,7 +249,7 @@ def _async_command(args: argparse.Namespace) -> int:
     from .errors import CrewMCPError, describe, exit_code
 
     settings = _settings(args)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, settings=settings)
 
     async def body(svc: CrewService) -> int:
         return await COMMANDS[args.command](svc, args)

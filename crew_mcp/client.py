@@ -36,6 +36,7 @@ from .errors import (
     status_error,
 )
 from .inputs import encode_inputs
+from .logs import bound
 from .models import (
     ExecutionStatus,
     InputsResponse,
@@ -48,6 +49,7 @@ from .models import (
 from .normalize import normalize_status
 from .redact import Redactor
 from .retry import MAX_RETRY_AFTER, parse_retry_after, retry_hook
+from .telemetry import NO_TELEMETRY, Telemetry, endpoint_of
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -171,6 +173,7 @@ class CrewClient:
         }
         self._pool: httpx2.AsyncClient | None = None
         self._closed = False
+        self.telemetry: Telemetry = NO_TELEMETRY  # set by the service (telemetry.attach) to count requests
 
     @property
     def _http(self) -> httpx2.AsyncClient:
@@ -238,7 +241,7 @@ class CrewClient:
         body: dict[str, Any] = {"inputs": encode_inputs(dict(inputs)), "meta": merged}
         if webhooks is not None:
             body.update(webhooks.wire())
-        with self._deadline("POST", "/kickoff") as deadline:
+        with self._deadline("POST", "/kickoff") as deadline, bound(kickoff_request_id=rid):
             response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
         parsed = self._bodies.model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
         if not _valid_kickoff_id(parsed.kickoff_id):
@@ -387,6 +390,8 @@ class CrewClient:
             ):
                 with attempt:
                     tries = attempt.num
+                    if attempt.num > 1:
+                        self.telemetry.retry(self.name or "-", endpoint_of(path))
                     return await self._request(method, path, body)
         except CrewAPIError as exc:
             exc.attempts = max(tries, 1)  # messages say "after N attempts" only when there were several
@@ -399,9 +404,10 @@ class CrewClient:
         said = f"{method} {path or '/'}"
         started = time.perf_counter()
         outcome = "error"
+        tracked = self.telemetry.upstream_call(self.name, method, path)
         try:
             try:
-                response = await self._http.request(method, path, json=body)
+                response = await self._http.request(method, path, json=body, headers=tracked.headers)
             except _NOT_SENT as exc:
                 cls = APIConnectionError if isinstance(exc, httpx2.ConnectError) else APITimeoutError
                 raise cls(
@@ -426,6 +432,7 @@ class CrewClient:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise status_error(response.status_code, self._bodies.error_body(response), retry_after=retry_after, **call)
         finally:
+            tracked.end(outcome)
             ms = (time.perf_counter() - started) * 1000
             logger.debug("%s %s %s %s %.1fms", self.name or "-", method, path or "/", outcome, ms)
 

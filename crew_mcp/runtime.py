@@ -14,6 +14,7 @@ from .identity import Caller
 from .runlog import LogLevels
 from .service import CrewService
 from .subscriptions import Subscriptions
+from .telemetry import NO_TELEMETRY, Telemetry
 
 __all__ = ["Runtime"]
 
@@ -30,6 +31,7 @@ class Runtime:
     service: CrewService | None = None
     typed_tools: dict[str, str] = field(default_factory=dict)
     limiter: Limiter | None = None
+    telemetry: Telemetry = NO_TELEMETRY
 
     def require(self) -> CrewService:
         """The running service.

@@ -24,6 +24,7 @@ from . import __version__
 from .apps import RunCard
 from .arguments import describe_invalid_arguments
 from .boundary import caller
+from .calls import RequestScope
 from .cancel import register_cancel_tool
 from .completions import register_completions
 from .errors import CrewMCPError
@@ -122,7 +123,9 @@ def build_server(
             # shares the one service (its ledger, poll loops and subscriptions).
             yield runtime
             return
-        async with opener(settings, webhook_base=webhook_base, on_change=runtime.subscriptions.notify) as service:
+        async with opener(
+            settings, webhook_base=webhook_base, on_change=runtime.subscriptions.notify, telemetry=runtime.telemetry
+        ) as service:
             runtime.service = service
             try:
                 yield runtime
@@ -140,7 +143,12 @@ def build_server(
         log_level=settings.log_level,
         subscriptions=runtime.subscriptions.bus,
         extensions=[card],
-        middleware=[runtime.subscriptions.middleware, runtime.log_levels.middleware, card.hide_from_plain_clients],
+        middleware=[
+            RequestScope(runtime.telemetry),
+            runtime.subscriptions.middleware,
+            runtime.log_levels.middleware,
+            card.hide_from_plain_clients,
+        ],
         token_verifier=token_verifier,
         auth=auth,
     )

@@ -34,6 +34,8 @@ from .redact import Redactor, install_log_redaction
 from .runs import NoAnswerYet, OnChange, OnPause, RunTracker, live
 from .settings import Settings
 from .stopping import Stopper, StopView
+from .telemetry import NO_TELEMETRY, Telemetry
+from .tracing import traced
 from .views import (
     ApprovalList,
     CrewInputs,
@@ -112,6 +114,7 @@ class CrewService:
             )
         return CrewList(crews=crews, simulated=self.registry.simulated, note=note)
 
+    @traced("crew_mcp.list_inputs")
     async def list_inputs(self, crew: str | None, *, refresh: bool = False, caller: Caller | None = None) -> CrewInputs:
         """A crew's inputs (cached), with the kickoff call to make next; answers within the margin.
 
@@ -130,6 +133,7 @@ class CrewService:
             f"inputs={{{names}}}).",
         )
 
+    @traced("crew_mcp.kickoff")
     async def kickoff(
         self,
         crew: str | None,
@@ -189,6 +193,7 @@ class CrewService:
             )
             return view
 
+    @traced("crew_mcp.status")
     async def status(
         self,
         kickoff_id: str | None,
@@ -240,6 +245,7 @@ class CrewService:
         assert bound.cancelled_caught
         return _late(record, max(room, 0.0), self.guidance)
 
+    @traced("crew_mcp.resume")
     async def resume(
         self, kickoff_id: str, caller: Caller, *, approve: bool, feedback: str = "", task_id: str | None = None
     ) -> ResumeView:
@@ -258,6 +264,7 @@ class CrewService:
         """Stop the caller's run at its crew and record it (see :meth:`Stopper.stop`); confirm with a person first."""
         return await self.stopper.stop(kickoff_id, caller)
 
+    @traced("crew_mcp.executions")
     async def executions(
         self,
         caller: Caller,
@@ -285,6 +292,7 @@ class CrewService:
             return False
         return await self.ledger.get(kickoff_id, owner=caller.owner) is not None
 
+    @traced("crew_mcp.pending_approvals")
     async def pending_approvals(self, caller: Caller) -> ApprovalList:
         """The caller's runs waiting for review (see :meth:`Approvals.pending`)."""
         return await self.approvals.pending(caller)
@@ -369,6 +377,7 @@ async def open_service(
     webhook_base: str | None = None,
     on_change: OnChange | None = None,
     poll_initial: float = POLL_INITIAL,
+    telemetry: Telemetry = NO_TELEMETRY,
 ) -> AsyncIterator[CrewService]:
     """Assemble a running service; everything it opened is closed on exit.
 
@@ -381,6 +390,7 @@ async def open_service(
         webhook_base: the URL under which this server receives AMP webhooks (HTTP only; None: no webhooks).
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval.
+        telemetry: told about upstream requests and ledger operations (the HTTP app's metrics).
     """
     problem = settings.notify_problem()
     if problem:  # before anything is opened
@@ -389,7 +399,8 @@ async def open_service(
     url = settings.ledger_url or default_ledger_url()
     state = sqlite_path(url).parent / "simulator.db" if ledger is None and url.startswith("sqlite:") else None
     registry = build_registry(settings, transport=transport, simulator=simulator, simulator_state=state)
-    store = ledger or open_ledger(url)
+    telemetry.attach(registry)
+    store = telemetry.ledger(ledger or open_ledger(url))
     notifier = Notifier.from_settings(settings, store, clock)
     service = CrewService(
         settings,

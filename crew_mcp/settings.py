@@ -120,6 +120,8 @@ class Settings(_Strict):
     retention_max_records: int = Field(default=100_000, ge=1)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = "text"
+    metrics_token: SecretStr | None = None
     owner: str | None = None
     simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
     notify_webhook_url: str | None = None
@@ -212,6 +214,8 @@ _ENV_FIELDS: dict[str, str] = {
     "RETENTION_MAX_RECORDS": "retention_max_records",
     "RETENTION_INTERVAL": "retention_interval_seconds",
     "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
+    "METRICS_TOKEN": "metrics_token",
     "OWNER": "owner",
     "SIMULATOR_TIME_SCALE": "simulator_time_scale",
     "NOTIFY_WEBHOOK_URL": "notify_webhook_url",

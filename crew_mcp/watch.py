@@ -113,6 +113,11 @@ class StatusHub:
         """How many executions are being polled right now."""
         return len(self._watches)
 
+    @property
+    def waiting(self) -> int:
+        """How many calls wait on a watch right now (operators' "waits in progress")."""
+        return sum(w.waiters for w in self._watches.values())
+
     def push(self, kickoff_id: str, observation: Observation | None = None) -> None:
         """News from outside (a webhook, a decision): hand waiters ``observation`` now, and make the loop poll."""
         watch = self._watches.get(kickoff_id)

@@ -509,6 +509,32 @@ async def test_every_owners_pending_approvals_are_listed_for_approvers(ledger: L
     assert await ledger.pending_approvals(owner="alice") == []
 
 
+async def test_pending_count_counts_the_waiting_runs_of_every_owner(ledger: Ledger) -> None:
+    assert await ledger.pending_count() == 0
+    for n in (1, 2, 3):
+        await started(ledger, n)
+    await started(ledger, 4, owner="bob")
+    await ledger.save_status("k-1", status(1, ExecutionState.WAITING_FOR_HUMAN, task="review"))
+    await ledger.set_pending("k-3", PendingHumanInput(task_id="edit"))
+    await ledger.set_pending("k-4", PendingHumanInput(task_id="edit"))
+    assert await ledger.pending_count() == 3
+
+    await ledger.add_decision("k-3", decision("edit"))
+
+    assert await ledger.pending_count() == 2
+
+
+async def test_ping_answers_while_the_ledger_is_open_and_fails_once_closed(ledger: Ledger) -> None:
+    await ledger.ping()
+    await started(ledger, 1)
+    await ledger.ping()
+
+    await ledger.aclose()
+
+    with pytest.raises(LedgerError):
+        await ledger.ping()
+
+
 # -------------------------------------------------------------------------------------------- pruning
 
 

@@ -122,6 +122,14 @@ class Ledger(Protocol):
         """Release connections; the ledger is unusable afterwards."""
         ...
 
+    async def ping(self) -> None:
+        """Check that the store answers (one cheap round trip); raise LedgerError when it does not (readiness)."""
+        ...
+
+    async def pending_count(self) -> int:
+        """How many runs of every owner wait for a human decision (the operator's gauge)."""
+        ...
+
 
 class LedgerBase:
     """What the backends share: a backend implements the primitives, this class the rest of :class:`Ledger`."""
@@ -146,6 +154,14 @@ class LedgerBase:
     async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
         """Atomically replace the record of ``kickoff_id`` by ``change(record)``; None when there is none."""
         raise NotImplementedError
+
+    async def pending_count(self) -> int:
+        """How many runs of every owner wait for a human decision."""
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        """Check that the store answers: one small read (backends with a cheaper check override it)."""
+        await self.list(owner="", limit=1)
 
     async def create(self, record: RunRecord) -> None:
         """Store a new record; a duplicate request_id or kickoff_id raises LedgerError."""

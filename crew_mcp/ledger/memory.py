@@ -12,7 +12,16 @@ from typing import TypeVar
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger.base import LedgerBase
-from crew_mcp.ledger.records import RunRecord, apply_confirm, apply_failed, check_prune_args, micros, utcnow
+from crew_mcp.ledger.records import (
+    RecordState,
+    RunRecord,
+    apply_confirm,
+    apply_failed,
+    check_prune_args,
+    is_pending_approval,
+    micros,
+    utcnow,
+)
 
 __all__ = ["MemoryLedger"]
 
@@ -172,6 +181,13 @@ class MemoryLedger(LedgerBase):
                 and (state is None or e.state == str(state))
             ]
         return [e.record() for _, _, e in heapq.nlargest(limit, hits, key=lambda h: (h[0], h[1]))]
+
+    async def pending_count(self) -> int:
+        """How many runs of every owner wait for a human decision."""
+        with self._lock:
+            self._check_open()
+            waiting = [e for e in self._rows.values() if e.state == RecordState.WAITING_FOR_HUMAN.value]
+        return sum(1 for e in waiting if is_pending_approval(e.record()))
 
     def _check_open(self) -> None:
         if self._closed:

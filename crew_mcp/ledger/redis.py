@@ -32,7 +32,17 @@ from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger.base import LedgerBase
-from crew_mcp.ledger.records import RunRecord, apply_confirm, apply_failed, check_prune_args, matches, micros, utcnow
+from crew_mcp.ledger.records import (
+    RecordState,
+    RunRecord,
+    apply_confirm,
+    apply_failed,
+    check_prune_args,
+    is_pending_approval,
+    matches,
+    micros,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -241,6 +251,22 @@ class RedisLedger(LedgerBase):
                 start += page
         return found[:limit]
 
+    async def ping(self) -> None:
+        """Check that Redis answers (``PING``)."""
+        async with self._guard():
+            await self._r.ping()
+
+    async def pending_count(self) -> int:
+        """How many runs of every owner wait for a human decision (every owner's waiting index, scanned)."""
+        pattern = _glob_escape(self._prefix) + "idx:state:*:" + RecordState.WAITING_FOR_HUMAN.value
+        count = 0
+        async with self._guard():
+            async for key in self._r.scan_iter(match=pattern, count=500):
+                ids = _strs(await self._r.zrange(key, 0, -1))
+                raws = [_str(v) for v in await self._r.mget([self._k("run:", rid) for rid in ids])] if ids else []
+                count += sum(1 for raw in raws if raw and is_pending_approval(self._load(raw)))
+        return count
+
     def _k(self, kind: str, *parts: str) -> str:
         """A key: ``kind`` then the parts, each percent-encoded so a ``:`` in an owner cannot collide."""
         return self._prefix + kind + ":".join(quote(p, safe="") for p in parts)
@@ -403,3 +429,8 @@ def _str(value: object) -> str | None:
 
 def _strs(values: Iterable[object]) -> builtins.list[str]:
     return [s for v in values if (s := _str(v)) is not None]
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -28,7 +28,16 @@ from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger.base import LedgerBase
-from crew_mcp.ledger.records import RunRecord, apply_confirm, apply_failed, check_prune_args, micros, utcnow
+from crew_mcp.ledger.records import (
+    RecordState,
+    RunRecord,
+    apply_confirm,
+    apply_failed,
+    check_prune_args,
+    is_pending_approval,
+    micros,
+    utcnow,
+)
 
 __all__ = ["DEFAULT_BUSY_RETRIES", "DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteLedger", "migrate"]
 
@@ -157,6 +166,7 @@ class SqliteLedger(LedgerBase):
         self._busy_retries = busy_retries
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file the connection has open
         self._closed = False
 
     def __repr__(self) -> str:
@@ -257,6 +267,32 @@ class SqliteLedger(LedgerBase):
         rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [_load(data) for (data,) in rows]
 
+    async def ping(self) -> None:
+        """Check that the file the connection has open is still in place, and answers a read.
+
+        An open connection keeps reading a file that was deleted, moved or replaced (an unmounted volume), so the
+        path is compared with what was opened; whatever is written then would be lost with the process.
+        """
+
+        def check(conn: sqlite3.Connection) -> None:
+            try:
+                found = os.stat(self.path)
+            except OSError as exc:
+                raise LedgerError(f"The SQLite ledger file {self.path} is gone ({exc.strerror or exc}).") from None
+            if self._file is not None and (found.st_dev, found.st_ino) != self._file:
+                raise LedgerError(f"The SQLite ledger file {self.path} was replaced by another file.")
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                raise LedgerError(f"The SQLite ledger file {self.path} is not readable and writable.")
+            conn.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+
+        await self._read(check)
+
+    async def pending_count(self) -> int:
+        """How many runs of every owner wait for a human decision."""
+        sql = "SELECT data FROM runs WHERE state = ?"
+        rows = await self._read(lambda c: c.execute(sql, (RecordState.WAITING_FOR_HUMAN.value,)).fetchall())
+        return sum(1 for (data,) in rows if is_pending_approval(_load(data)))
+
     async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         return await anyio.to_thread.run_sync(self._call, op, False)
 
@@ -311,9 +347,11 @@ class SqliteLedger(LedgerBase):
                 raise LedgerError(f"The SQLite ledger {self.path} cannot use WAL mode (got {mode!r}).")
             conn.execute("PRAGMA synchronous = FULL")
             migrate(conn)
+            opened = os.stat(self.path)
         except BaseException:
             conn.close()
             raise
+        self._file = (opened.st_dev, opened.st_ino)
         return conn
 
     def _close(self) -> None:
