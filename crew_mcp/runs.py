@@ -3,12 +3,14 @@
 Every status change goes through :class:`RunTracker`: a read of the crew's status API (on demand, or by
 the shared poll loop of :mod:`crew_mcp.watch`), a webhook, or a decision. It merges what it learned into
 the ledger (only when something changed), hands the fresh record to waiters, and tells subscribers.
+
+Every change goes out through the fleet's fan-out (:mod:`crew_mcp.fleet`): :meth:`RunTracker.apply` is what each
+replica, this one included, does with it. That is also what keeps running records cached in memory true.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +19,7 @@ from . import errors as e
 from .client import validate_kickoff_id
 from .clock import Clock
 from .crews import CrewRegistry
+from .fleet import Change, Fleet
 from .identity import Caller
 from .ledger import Decision, Ledger, RecordState, RunRecord
 from .models import ExecutionState, ExecutionStatus, PendingHumanInput
@@ -31,7 +34,7 @@ OnChange = Callable[[str], Awaitable[None]]
 """Told the kickoff_id of a run whose state, progress or pending task changed (subscriptions)."""
 
 FINISHED_CACHE = 1024
-"""How many finished records a tracker keeps in memory (they never change)."""
+"""How many finished records a tracker keeps in memory (they never change; see :mod:`crew_mcp.fleet.cache`)."""
 RESAVE_AFTER = 30.0
 """Seconds after which an unchanged status is saved again (keeps ``status_fetched_at`` honest)."""
 
@@ -47,6 +50,7 @@ class RunTracker:
         clock: stamps and poll intervals.
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval in seconds.
+        fleet: how changes, leases and cached records are shared with other replicas (default: this process only).
     """
 
     def __init__(
@@ -57,13 +61,23 @@ class RunTracker:
         *,
         on_change: OnChange | None = None,
         poll_initial: float = POLL_INITIAL,
+        fleet: Fleet | None = None,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
         self.clock = clock
-        self.hub = StatusHub(self.refresh, clock, initial=poll_initial)
+        # fleet hooks (crew_mcp/fleet): changes fan out through apply(); the poll loops respect the leases
+        self.fleet = fleet or Fleet.local()
+        self.fleet.fanout.attach(self.apply)
+        self._cache = self.fleet.cache()
+        self.hub = StatusHub(
+            self.refresh,
+            clock,
+            initial=poll_initial,
+            leases=self.fleet.leases,
+            follow=lambda r: Observation(shown(r), r),
+        )
         self._on_change = on_change
-        self._finished: OrderedDict[str, RunRecord] = OrderedDict()
 
     async def find(self, kickoff_id: str | None, caller: Caller) -> RunRecord:
         """The caller's record for ``kickoff_id``; with no id, the conversation's latest run.
@@ -82,7 +96,7 @@ class RunTracker:
                 )
             return latest
         validate_kickoff_id(kickoff_id)
-        record = self._finished.get(kickoff_id)
+        record = self._cache.get(kickoff_id)
         if record is None or record.owner != caller.owner:
             record = await self.ledger.get(kickoff_id, owner=caller.owner)
             self._remember(record)
@@ -127,10 +141,10 @@ class RunTracker:
         if _changed(record, upstream, self.clock.now()):
             saved = await self.ledger.save_status(record.kickoff_id, upstream, now=self.clock.now())
             if saved is not None:
-                self._remember(saved)
-                if _state_changed(record, upstream):
-                    await self._tell(record.kickoff_id)
-                record = saved
+                shown_now = _merge_pending(upstream, saved)
+                notify = _state_changed(record, upstream)
+                await self._publish(Change(record.kickoff_id, saved, shown_now, notify=notify))
+                return Observation(shown_now, saved)
         return Observation(_merge_pending(upstream, record), record)
 
     async def webhook(self, record: RunRecord, kind: str, payload: dict[str, Any]) -> None:
@@ -150,12 +164,7 @@ class RunTracker:
         elif kind == "crew":
             status = _crew_webhook_status(kickoff_id, payload)
             saved = await self.ledger.save_status(kickoff_id, status, now=self.clock.now())
-        if saved is not None:
-            self._remember(saved)
-            self.hub.push(kickoff_id, Observation(status or shown(saved), saved))
-        else:
-            self.hub.push(kickoff_id)
-        await self._tell(kickoff_id)
+        await self._publish(Change(kickoff_id, saved, status if saved is not None else None, poke=True))
 
     async def decide(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
         """Record a decision the crew accepted, and wake the run's poll loop: the crew acts on it next.
@@ -164,22 +173,37 @@ class RunTracker:
             LedgerError: the decision could not be saved.
         """
         saved = await self.ledger.add_decision(kickoff_id, decision, now=self.clock.now())
-        self.hub.push(kickoff_id)
-        await self._tell(kickoff_id)
+        await self._publish(Change(kickoff_id, saved, poke=True))
         return saved
+
+    async def apply(self, change: Change) -> None:
+        """What every replica does with a change (its own and, through the fan-out, the others'): keep the
+        record, hand it to the run's waiters (poking the poll loop for webhooks and decisions), tell subscribers."""
+        if change.record is not None:
+            self._remember(change.record)
+            observation = Observation(change.status or shown(change.record), change.record)
+            self.hub.push(change.kickoff_id, observation, poke=change.poke)
+        else:
+            self._cache.forget(change.kickoff_id)
+            if change.poke:
+                self.hub.push(change.kickoff_id)
+        if change.notify:
+            await self._tell(change.kickoff_id)
+
+    def forget_live(self) -> None:
+        """Forget every cached running record (the fan-out may have missed changes)."""
+        self._cache.forget_live()
+
+    async def _publish(self, change: Change) -> None:
+        await self.fleet.fanout.publish(change)
 
     async def _tell(self, kickoff_id: str) -> None:
         if self._on_change is not None:
             await self._on_change(kickoff_id)
 
     def _remember(self, record: RunRecord | None) -> None:
-        """Keep finished records in memory: they never change, so reading them again needs no ledger round trip."""
-        if record is None or record.kickoff_id is None or record.status is None or not record.status.terminal:
-            return
-        self._finished[record.kickoff_id] = record
-        self._finished.move_to_end(record.kickoff_id)
-        while len(self._finished) > FINISHED_CACHE:
-            self._finished.popitem(last=False)
+        """Keep records in memory: finished ones never change; running ones stay true through the fan-out."""
+        self._cache.put(record)
 
 
 def live(record: RunRecord) -> bool:

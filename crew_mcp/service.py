@@ -22,6 +22,7 @@ from . import errors as e
 from .approvals import Approvals
 from .clock import Clock, SystemClock
 from .crews import Crew, CrewRegistry, build_registry
+from .fleet import Fleet, build_fleet
 from .identity import Caller
 from .inputs import InputInfo, validate_inputs
 from .kickoff import Launcher
@@ -61,6 +62,7 @@ class CrewService:
         webhook_base: str | None = None,
         on_change: OnChange | None = None,
         poll_initial: float = POLL_INITIAL,
+        fleet: Fleet | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -69,7 +71,7 @@ class CrewService:
         self.webhook_base = webhook_base
         wait = min(30, int(settings.wait_cap_seconds))
         self.guidance = Guidance(approval_policy=settings.approval_policy, wait_seconds=wait)
-        self.runs = RunTracker(ledger, registry, clock, on_change=on_change, poll_initial=poll_initial)
+        self.runs = RunTracker(ledger, registry, clock, on_change=on_change, poll_initial=poll_initial, fleet=fleet)
         self.launcher = Launcher(ledger, clock, webhook_base=webhook_base, keep_input_values=settings.keep_input_values)
         self.approvals = Approvals(self.runs, settings, clock, self.guidance)
 
@@ -227,6 +229,7 @@ async def open_service(
     webhook_base: str | None = None,
     on_change: OnChange | None = None,
     poll_initial: float = POLL_INITIAL,
+    fleet: Fleet | None = None,
 ) -> AsyncIterator[CrewService]:
     """Assemble a running service; everything it opened is closed on exit.
 
@@ -239,12 +242,16 @@ async def open_service(
         webhook_base: the URL under which this server receives AMP webhooks (HTTP only; None: no webhooks).
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval.
+        fleet: the replica's fleet pieces (default: built from the settings, see :func:`crew_mcp.fleet.build_fleet`;
+            closed here only when built here).
     """
     clock = clock or SystemClock()
     url = settings.ledger_url or default_ledger_url()
     state = sqlite_path(url).parent / "simulator.db" if ledger is None and url.startswith("sqlite:") else None
     registry = build_registry(settings, transport=transport, simulator=simulator, simulator_state=state)
     store = ledger or open_ledger(url)
+    own_fleet = fleet is None
+    fleet = fleet or build_fleet(settings, url)
     service = CrewService(
         settings,
         registry,
@@ -253,6 +260,7 @@ async def open_service(
         webhook_base=webhook_base,
         on_change=on_change,
         poll_initial=poll_initial,
+        fleet=fleet,
     )
     # Entered by hand and left with no exception: an error in the caller's block must reach the caller as
     # itself, not wrapped in the background task group's ExceptionGroup.
@@ -261,6 +269,7 @@ async def open_service(
         await service.runs.hub.__aenter__()
         await background.__aenter__()
         background.start_soon(_retention, service)
+        await background.start(fleet.fanout.run, service.runs.forget_live)
         sim = registry.simulator
         if sim is not None and sim.clock == "wall":
             background.start_soon(sim.run_clock)
@@ -272,6 +281,8 @@ async def open_service(
         with anyio.CancelScope(shield=True):  # connections and files are released even when cancelled
             await registry.aclose()
             await store.aclose()
+            if own_fleet:
+                await fleet.aclose()
 
 
 async def _retention(service: CrewService) -> None:

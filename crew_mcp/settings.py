@@ -108,6 +108,23 @@ class Settings(_Strict):
     owner: str | None = None
     simulator_time_scale: float = Field(default=1.0, gt=0, le=100)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    # Fleet (docs/fleet.md): several replicas behind a balancer.
+    fleet_url: str | None = None
+    lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    request_state_keys: list[SecretStr] = Field(default_factory=list)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+
+    @field_validator("request_state_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        return [k for k in (x.strip() for x in v.split(",")) if k] if isinstance(v, str) else v
+
+    @field_validator("request_state_keys")
+    @classmethod
+    def _key_length(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if any(len(k.get_secret_value().encode()) < 32 for k in v):
+            raise ValueError("each key must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return v
 
     @field_validator("public_url")
     @classmethod
@@ -139,6 +156,10 @@ _ENV_FIELDS: dict[str, str] = {
     "LOG_LEVEL": "log_level",
     "OWNER": "owner",
     "SIMULATOR_TIME_SCALE": "simulator_time_scale",
+    "FLEET_URL": "fleet_url",
+    "LEASE_SECONDS": "lease_seconds",
+    "REQUEST_STATE_KEYS": "request_state_keys",
+    "SHUTDOWN_GRACE": "shutdown_grace_seconds",
 }
 
 
