@@ -16,6 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from . import __version__
+from .fleet import build_fleet
+from .fleet.events import RETRY_MS, SessionScope
+from .fleet.http import DrainingServer, with_fleet
+from .ledger import default_ledger_url
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
 from .service import open_service
@@ -34,31 +38,51 @@ def build_app(
     configured public URL, or when every crew is local (the built-in simulator).
     """
     runtime = Runtime()
+    # fleet hooks (docs/fleet.md): shared fan-out, leases and SSE event store; draining on shutdown
+    fleet = build_fleet(settings, settings.ledger_url or default_ledger_url())
+    opener = with_fleet(opener, fleet)
+    draining = False
     local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
     webhook_base = settings.public_url or (local_base if settings.simulated else None)
     mcp = build_server(settings, runtime=runtime, webhook_base=webhook_base, opener=opener)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp", host=host, event_store=fleet.events, retry_interval=RETRY_MS
+    )
 
     async def healthz(_: Request) -> Response:
-        ready = runtime.service is not None
-        return JSONResponse(
-            {"status": "ok" if ready else "starting", "version": __version__}, status_code=200 if ready else 503
-        )
+        ready = runtime.service is not None and not draining
+        state = "draining" if draining else "ok" if ready else "starting"
+        body = {"status": state, "version": __version__, "replica": fleet.replica}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def drain() -> None:
+        nonlocal draining
+        draining = True
+        service = runtime.service
+        if service is not None:
+            await service.runs.hub.drain()  # returns once the loops have released their leases
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
-            yield
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            await fleet.aclose()
 
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     if webhook_base is not None:
         routes += webhook_routes(lambda: runtime.service)
-    routes.append(Mount("/", app=mcp_app))
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes.append(Mount("/", app=SessionScope(mcp_app)))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.drain = drain
+    app.state.fleet = fleet
+    return app
 
 
 def serve_http(settings: Settings, *, host: str, port: int) -> None:
     """Run the HTTP server until interrupted (uvicorn, one process)."""
+    import math
     import socket
 
     import uvicorn
@@ -75,5 +99,13 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
     app = build_app(settings, host=host, port=bound)
     print(f"crew-mcp: serving MCP at http://{host}:{bound}/mcp", flush=True)
     # No access log: webhook URLs carry per-execution secrets.
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    grace = settings.shutdown_grace_seconds
+    # uvicorn takes whole seconds here; DrainingServer bounds the drain by the exact grace
+    config = uvicorn.Config(
+        app,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(grace),
+    )
+    DrainingServer(config, app.state.drain, grace).run(sockets=[sock])

@@ -17,6 +17,7 @@ from mcp.types import Tool as MCPTool
 from . import __version__
 from .apps import RunCard
 from .boundary import caller
+from .fleet.http import request_state_security
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable
@@ -95,6 +96,7 @@ def build_server(
         subscriptions=runtime.subscriptions.bus,
         extensions=[card],
         middleware=[runtime.subscriptions.middleware, card.hide_from_plain_clients],
+        request_state_security=request_state_security(settings),  # shared across replicas (docs/fleet.md)
     )
     register_tools(mcp, settings, runtime)
     register_resources(mcp, settings, runtime)

@@ -111,6 +111,7 @@ class StatusHub:
         self._leases = leases
         self._follow = follow
         self._draining = False
+        self._idle = anyio.Event()
 
     async def __aenter__(self) -> StatusHub:
         self._tg = anyio.create_task_group()
@@ -139,13 +140,17 @@ class StatusHub:
         if poke:
             watch.poke.set()
 
-    def drain(self) -> None:
-        """End every wait now with what it has seen, and stop polling (graceful shutdown; leases are released)."""
+    async def drain(self) -> None:
+        """End every wait now with what it has seen, stop polling, and return once every loop has released its
+        lease (graceful shutdown). Waits that start afterwards return at once."""
         self._draining = True
+        self._idle = anyio.Event()
         for watch in list(self._watches.values()):
             watch.done = True
             watch.publish(None, watch.error)
             watch.poke.set()
+        if self._watches:
+            await self._idle.wait()
 
     async def wait(self, record: RunRecord, *, timeout: float, on_update: OnUpdate | None = None) -> Observation | None:
         """Wait until the run of ``record`` settles or ``timeout`` seconds pass; return the newest observation.
@@ -220,6 +225,8 @@ class StatusHub:
             if holding and self._leases is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await self._leases.release(kickoff_id)
+            if not self._watches:
+                self._idle.set()
 
     async def _pause(self, kickoff_id: str, watch: _Watch, interval: float, holding: bool) -> None:
         """Wait ``interval`` or until poked; a lease holder renews its lease at least thrice per lease period."""
