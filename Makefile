@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-redis
+	bash scripts/ensure-haproxy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Opt-in, never part of `make test`/.ci/run: real third-party MCP clients against crew-mcp (docs/clients.md has the
@@ -135,6 +136,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	bash scripts/ensure-redis
+	bash scripts/ensure-haproxy
 	$(BIN)/python -m bench
 
 serve: $(STAMP)

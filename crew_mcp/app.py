@@ -52,7 +52,10 @@ def build_app(
     async def healthz(_: Request) -> Response:
         ready = runtime.service is not None and not draining
         state = "draining" if draining else "ok" if ready else "starting"
-        body = {"status": state, "version": __version__, "replica": fleet.replica}
+        body: dict[str, object] = {"status": state, "version": __version__, "replica": fleet.replica}
+        if runtime.service is not None:  # executions this replica watches, and how many of them it polls (leases)
+            hub = runtime.service.runs.hub
+            body.update(watches=hub.active, waiters=hub.waiting, leases=len(fleet.leases.held))
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def drain() -> None:

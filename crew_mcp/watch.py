@@ -129,6 +129,11 @@ class StatusHub:
         """How many executions are being polled right now."""
         return len(self._watches)
 
+    @property
+    def waiting(self) -> int:
+        """How many callers wait right now (on all executions)."""
+        return sum(w.waiters for w in self._watches.values())
+
     def push(self, kickoff_id: str, observation: Observation | None = None, *, poke: bool = True) -> None:
         """News from outside (a webhook, a decision, another replica's poll): hand waiters ``observation`` now,
         and (``poke``) make the loop poll."""
