@@ -46,9 +46,13 @@ def require_haproxy() -> str:
     return found
 
 
-def haproxy_config(port: int, servers: dict[str, str]) -> str:
-    """The shipped configuration with its ``bind`` port and ``server`` lines replaced, everything else as shipped."""
+def haproxy_config(port: int, servers: dict[str, str], timeouts: dict[str, str] | None = None) -> str:
+    """The shipped configuration with its ``bind`` port and ``server`` lines replaced (and, for a test that needs
+    it, some ``timeout`` lines), everything else as shipped."""
     text = SHIPPED_HAPROXY.read_text()
+    for name, value in (timeouts or {}).items():
+        text, n = re.subn(rf"(?m)^(\s*)timeout {name} \S+$", rf"\g<1>timeout {name} {value}", text)
+        assert n == 1, f"the shipped config has no 'timeout {name}'"
     text = re.sub(r"(?m)^(\s*)bind \S+$", rf"\g<1>bind 127.0.0.1:{port}", text)
     lines = [f"    server {name} {address}" for name, address in servers.items()]
     text = re.sub(r"(?m)^\s*server .*\n?", "", text).rstrip() + "\n" + "\n".join(lines) + "\n"
@@ -153,12 +157,14 @@ async def start_replica(stack: AsyncExitStack, name: str, env: dict[str, str], w
                 await anyio.sleep(0.05)
 
 
-async def start_haproxy(stack: AsyncExitStack, port: int, replicas: list[Replica], workdir: Path) -> str:
+async def start_haproxy(
+    stack: AsyncExitStack, port: int, replicas: list[Replica], workdir: Path, timeouts: dict[str, str] | None = None
+) -> str:
     """HAProxy on ``port`` in front of ``replicas``; returns once every replica answered through it."""
     binary = require_haproxy()
     servers = {r.name: r.root.removeprefix("http://") for r in replicas}
     config = workdir / "haproxy.cfg"
-    config.write_text(haproxy_config(port, servers))
+    config.write_text(haproxy_config(port, servers, timeouts))
     log = stack.enter_context((workdir / "haproxy.log").open("wb"))
     process = await anyio.open_process([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
 
@@ -193,7 +199,14 @@ def crews_toml(sim_root: str, crews: list[str]) -> str:
 
 @asynccontextmanager
 async def fleet(
-    workdir: Path, redis_url: str, sim_root: str, *, replicas: int = 3, crews: list[str], **env: str
+    workdir: Path,
+    redis_url: str,
+    sim_root: str,
+    *,
+    replicas: int = 3,
+    crews: list[str],
+    timeouts: dict[str, str] | None = None,
+    **env: str,
 ) -> AsyncIterator[Fleet]:
     """``replicas`` crew-mcp processes on ``redis_url`` behind HAProxy; the simulator's webhooks go through it."""
     require_haproxy()
@@ -225,5 +238,5 @@ async def fleet(
             for i in range(replicas):
                 tg.start_soon(one, i)
         started.sort(key=lambda r: r.name)
-        balancer = await start_haproxy(stack, port, started, workdir)
+        balancer = await start_haproxy(stack, port, started, workdir, timeouts)
         yield Fleet(balancer, started, redis_url, prefix, full, stack)

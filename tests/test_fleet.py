@@ -301,3 +301,35 @@ async def test_kill_9_mid_wait_clients_retry_through_the_balancer_and_another_re
             f"\nkill -9: lease taken over after {takeover:.2f} s (lease 2 s), {retries} client retries; "
             f"SIGTERM: waits ended after {ended:.2f} s, process exited after {exited:.2f} s (grace 3 s)"
         )
+
+
+async def test_a_2025_wait_the_balancer_cuts_resumes_with_last_event_id_and_gets_the_rest(
+    sim: tuple[Simulator, str], redis_url: str, tmp_path: Path
+) -> None:
+    import redis.asyncio
+
+    simulator, sim_root = sim
+    # The balancer cuts any response silent for 1 s: a wait on an unchanged run is silent after its priming event.
+    async with fleet(tmp_path, redis_url, sim_root, replicas=2, crews=CREWS, timeouts={"server": "1s"}) as f:
+        kickoff_id = await kickoff(f.mcp, "trip_planner", TRIP)
+        async with Client(f.mcp, mode="legacy") as client, anyio.create_task_group() as tg:
+            await client.list_tools()
+            result: dict[str, Any] = {}
+
+            async def wait() -> None:
+                result.update(await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20}))
+
+            with anyio.fail_after(30):
+                tg.start_soon(wait)
+                await anyio.sleep(2.5)  # at least one cut and one resume (retry 1 s) while nothing happens
+                await simulator.advance(10)  # completes while the client may be between connections
+        assert result["state"] == "completed"
+        async with redis.asyncio.Redis.from_url(redis_url.split("?", 1)[0], decode_responses=True) as r:
+            keys = [k async for k in r.scan_iter(match=f"{f.prefix}fleet:sse:*")]
+            primings = 0
+            for key in keys:
+                primings += sum(1 for _, fields in await r.xrange(key) if fields.get("m") == "")
+    # Every POST stream starts with a priming event, and so does every resumed one (Last-Event-ID): more priming
+    # events than POSTs means the wait was cut and resumed.
+    posts = 3  # initialize, tools/list, tools/call
+    assert primings > posts, primings
