@@ -8,19 +8,23 @@ measures them properly for docs/benchmarks.md.
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from conftest import require_redis
-from fleet_support import Fleet, Replica, fleet, health
-from mcp import Client
+from anyio.abc import Process
+from conftest import _ledger_redis_answers, require_redis
+from fleet_support import Fleet, Replica, fleet, free_port, health
+from mcp import Client, MCPError
 
 from crew_mcp.simulator import Simulator, serve_simulator
 
@@ -333,3 +337,85 @@ async def test_a_2025_wait_the_balancer_cuts_resumes_with_last_event_id_and_gets
     # events than POSTs means the wait was cut and resumed.
     posts = 3  # initialize, tools/list, tools/call
     assert primings > posts, primings
+
+
+async def _redis_server(stack: AsyncExitStack, workdir: Path, port: int) -> Process:
+    """A private redis-server on ``port`` that keeps its data across restarts (append-only file in ``workdir``)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/ensure-redis installs it)", pytrace=False)
+    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--appendonly", "yes"]
+    process = await anyio.open_process([*args, "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with anyio.fail_after(10):
+        while not _ledger_redis_answers(port):  # noqa: ASYNC110 - another process
+            await anyio.sleep(0.02)
+
+    async def stop() -> None:
+        if process.returncode is None:
+            process.kill()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+
+    stack.push_async_callback(stop)
+    return process
+
+
+async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator, str], tmp_path: Path) -> None:
+    simulator, sim_root = sim
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0?prefix=outage:"
+    report: list[str] = []
+    async with AsyncExitStack() as stack:
+        redis_proc = await _redis_server(stack, tmp_path, port)
+        f = await stack.enter_async_context(fleet(tmp_path, url, sim_root, replicas=2, crews=CREWS))
+        kickoff_id = await kickoff(f.mcp, "trip_planner", TRIP)
+        completed: dict[str, float] = {}
+
+        async def follow(replica: Replica) -> None:
+            while True:
+                try:
+                    async with Client(replica.mcp) as client:
+                        seen = await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20})
+                except Exception:
+                    await anyio.sleep(0.2)
+                    continue
+                if seen["state"] == "completed":
+                    completed[replica.name] = time.monotonic()
+                    return
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg, Client(f.replicas[0].mcp) as r1:
+                await call(r1, "get_status", {"kickoff_id": kickoff_id})  # r1 now holds the running record
+                for replica in f.replicas:
+                    tg.start_soon(follow, replica)
+                await watching(f.replicas)
+
+                redis_proc.terminate()  # Redis goes away (it saves its append-only file first)
+                await redis_proc.wait()
+                t_down = time.monotonic()
+                # A running run this replica holds in memory is still answered (the crew is read; nothing to save).
+                during = await call(r1, "get_status", {"kickoff_id": kickoff_id})
+                assert during["state"] == "running"
+                # Starting a run needs the ledger: refused with a clear error, never a traceback.
+                with pytest.raises(MCPError) as refused:
+                    await r1.call_tool("kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
+                text = str(refused.value)
+                assert "run ledger is unavailable" in text and "Traceback" not in text
+                report.append(f"kickoff during the outage: {text[:70]!r}…")
+                await simulator.advance(10)  # the run completes upstream; its webhook finds no ledger (503)
+                await anyio.sleep(1.0)
+                assert completed == {}  # nobody is told "completed" before it is saved
+
+                restarted = await _redis_server(stack, tmp_path, port)
+                t_up = time.monotonic()
+                report.append(f"outage {t_up - t_down:.2f} s")
+            # every waiter finishes once Redis is back, with no restart of any replica
+            for name, at in sorted(completed.items()):
+                report.append(f"{name}: completed {at - t_up:.2f} s after Redis came back")
+        assert sorted(completed) == [r.name for r in f.replicas]
+        async with Client(f.mcp) as client:
+            again = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
+            assert again["state"] == "running"
+            assert (await call(client, "get_status", {"kickoff_id": kickoff_id}))["state"] == "completed"
+        assert restarted.returncode is None
+    print("\nRedis outage: " + "; ".join(report))

@@ -6,8 +6,9 @@ to this replica at once (no round trip: waiters on the same replica wake in micr
 every other replica through one ``PUBLISH`` on a channel they all subscribe to.
 
 Why pub/sub and not streams: a change is a *notification*, not the record of truth (the ledger is). A replica
-that misses one (its subscription dropped) loses nothing durable: it forgets its cached running records
-(:meth:`Fanout.run` calls ``on_gap``) and its own poll loops and the lease holder's next poll bring it back.
+that misses one (its subscription dropped) loses nothing durable: when it subscribes again it forgets its cached
+running records (:meth:`Fanout.run` calls ``on_gap``), and its own poll loops and the lease holder's next poll
+bring it back.
 Streams would add a per-replica cursor, trimming and a read loop per replica for a replay nobody needs, and
 cost a write plus a read per change instead of one ``PUBLISH``.
 """
@@ -189,7 +190,8 @@ class RedisFanout(Fanout):
                 if not started:
                     started = True
                     task_status.started()
-                on_gap()
+                # Cached running records stay trusted for their bounded time while Redis is away (nobody can change
+                # the ledger then either); whatever was published meanwhile is dropped when the feed comes back.
                 await anyio.sleep(RECONNECT_WAIT)
 
     async def _receive(self, message: dict[str, Any]) -> None:
