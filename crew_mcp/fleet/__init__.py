@@ -116,6 +116,8 @@ def build_fleet(settings: Settings, ledger_url: str) -> Fleet:
 def _redis_clients(url: str) -> tuple[Redis, Redis, str, str]:
     """Two clients (commands with short timeouts; a subscriber that may block), the key prefix, a safe name."""
     import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
 
     from ..ledger.redis import redact_url
 
@@ -123,6 +125,11 @@ def _redis_clients(url: str) -> tuple[Redis, Redis, str, str]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefix = next((v for k, v in query if k == "prefix"), _DEFAULT_PREFIX)
     bare = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
-    commands = redis.asyncio.Redis.from_url(bare, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=2.0)
+    # One quick retry only: a lease check or a publish must not hold a poll loop or a writer for seconds while
+    # Redis is away (both fail open; see leases.py and fanout.py).
+    quick = Retry(ExponentialBackoff(cap=0.05, base=0.01), 1)
+    commands = redis.asyncio.Redis.from_url(
+        bare, decode_responses=True, socket_connect_timeout=1.0, socket_timeout=2.0, retry=quick
+    )
     listener = redis.asyncio.Redis.from_url(bare, decode_responses=True, socket_connect_timeout=2.0)
     return commands, listener, prefix, redact_url(url)
