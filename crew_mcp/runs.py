@@ -11,6 +11,8 @@ replica, this one included, does with it. That is also what keeps running record
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +37,10 @@ OnChange = Callable[[str], Awaitable[None]]
 
 FINISHED_CACHE = 1024
 """How many finished records a tracker keeps in memory (they never change; see :mod:`crew_mcp.fleet.cache`)."""
+FRESH_FOR = 0.25
+"""Default seconds a status read from the crew (here, or by another replica's poll) answers a no-wait status call
+without a new read (``CREW_MCP_STATUS_FRESH``); a change learned meanwhile (a webhook, a decision, another replica's
+poll) replaces or drops it at once."""
 RESAVE_AFTER = 30.0
 """Seconds after which an unchanged status is saved again (keeps ``status_fetched_at`` honest)."""
 
@@ -51,6 +57,7 @@ class RunTracker:
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval in seconds.
         fleet: how changes, leases and cached records are shared with other replicas (default: this process only).
+        fresh_for: see :data:`FRESH_FOR` (0: every no-wait status call reads the crew).
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class RunTracker:
         on_change: OnChange | None = None,
         poll_initial: float = POLL_INITIAL,
         fleet: Fleet | None = None,
+        fresh_for: float = FRESH_FOR,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -78,6 +86,8 @@ class RunTracker:
             follow=lambda r: Observation(shown(r), r),
         )
         self._on_change = on_change
+        self._recent: OrderedDict[str, tuple[float, Observation]] = OrderedDict()
+        self._fresh_for = fresh_for
 
     async def find(self, kickoff_id: str | None, caller: Caller) -> RunRecord:
         """The caller's record for ``kickoff_id``; with no id, the conversation's latest run.
@@ -116,6 +126,8 @@ class RunTracker:
         """
         if not live(record):
             return Observation(shown(record), record)
+        if wait <= 0 and (seen := self._fresh(record)) is not None:
+            return seen
         try:
             if wait > 0:
                 seen = await self.hub.wait(record, timeout=wait, on_update=on_update)
@@ -145,7 +157,9 @@ class RunTracker:
                 notify = _state_changed(record, upstream)
                 await self._publish(Change(record.kickoff_id, saved, shown_now, notify=notify))
                 return Observation(shown_now, saved)
-        return Observation(_merge_pending(upstream, record), record)
+        observation = Observation(_merge_pending(upstream, record), record)
+        self._note(record.kickoff_id, observation)
+        return observation
 
     async def webhook(self, record: RunRecord, kind: str, payload: dict[str, Any]) -> None:
         """Apply an authenticated webhook from the crew (task, step, crew, or human-input request).
@@ -183,12 +197,35 @@ class RunTracker:
             self._remember(change.record)
             observation = Observation(change.status or shown(change.record), change.record)
             self.hub.push(change.kickoff_id, observation, poke=change.poke)
+            if change.poke or change.status is None:  # a webhook or a decision: the next look asks the crew
+                self._recent.pop(change.kickoff_id, None)
+            else:  # what a poll just read (here or on another replica)
+                self._note(change.kickoff_id, observation)
         else:
+            self._recent.pop(change.kickoff_id, None)
             self._cache.forget(change.kickoff_id)
             if change.poke:
                 self.hub.push(change.kickoff_id)
         if change.notify:
             await self._tell(change.kickoff_id)
+
+    def _fresh(self, record: RunRecord) -> Observation | None:
+        """What the crew said less than :data:`FRESH_FOR` s ago, if nothing changed the record since."""
+        assert record.kickoff_id is not None
+        entry = self._recent.get(record.kickoff_id)
+        if entry is None or time.monotonic() - entry[0] > self._fresh_for:
+            return None
+        if entry[1].record.updated_at != record.updated_at:  # the ledger moved on (e.g. another process wrote it)
+            return None
+        return entry[1]
+
+    def _note(self, kickoff_id: str, observation: Observation) -> None:
+        if self._fresh_for <= 0:
+            return
+        self._recent[kickoff_id] = (time.monotonic(), observation)
+        self._recent.move_to_end(kickoff_id)
+        while len(self._recent) > FINISHED_CACHE:
+            self._recent.popitem(last=False)
 
     def forget_live(self) -> None:
         """Forget every cached running record (the fan-out may have missed changes)."""

@@ -71,7 +71,15 @@ class CrewService:
         self.webhook_base = webhook_base
         wait = min(30, int(settings.wait_cap_seconds))
         self.guidance = Guidance(approval_policy=settings.approval_policy, wait_seconds=wait)
-        self.runs = RunTracker(ledger, registry, clock, on_change=on_change, poll_initial=poll_initial, fleet=fleet)
+        self.runs = RunTracker(
+            ledger,
+            registry,
+            clock,
+            on_change=on_change,
+            poll_initial=poll_initial,
+            fleet=fleet,
+            fresh_for=settings.status_fresh_seconds,
+        )
         self.launcher = Launcher(ledger, clock, webhook_base=webhook_base, keep_input_values=settings.keep_input_values)
         self.approvals = Approvals(self.runs, settings, clock, self.guidance)
 

@@ -113,6 +113,7 @@ class Settings(_Strict):
     lease_seconds: float = Field(default=15.0, ge=1, le=600)
     request_state_keys: list[SecretStr] = Field(default_factory=list)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    status_fresh_seconds: float = Field(default=0.25, ge=0, le=5)
 
     @field_validator("request_state_keys", mode="before")
     @classmethod
@@ -160,6 +161,7 @@ _ENV_FIELDS: dict[str, str] = {
     "LEASE_SECONDS": "lease_seconds",
     "REQUEST_STATE_KEYS": "request_state_keys",
     "SHUTDOWN_GRACE": "shutdown_grace_seconds",
+    "STATUS_FRESH": "status_fresh_seconds",
 }
 
 

@@ -11,6 +11,7 @@ import anyio
 import pytest
 import redis.asyncio
 from fleet_support import free_port
+from hitl_support import OWNER, in_memory
 from mcp.types import JSONRPCNotification, JSONRPCResponse
 
 from crew_mcp.errors import ConfigError
@@ -21,7 +22,7 @@ from crew_mcp.fleet.fanout import Change, RedisFanout
 from crew_mcp.fleet.leases import Leases, RedisLeases
 from crew_mcp.ledger import RecordState, RunRecord
 from crew_mcp.models import ExecutionState, ExecutionStatus
-from crew_mcp.settings import load_settings
+from crew_mcp.settings import Settings, load_settings
 from crew_mcp.watch import Observation, StatusHub
 
 
@@ -239,3 +240,21 @@ def test_fleet_settings_pick_redis_from_the_ledger_or_the_fleet_url_and_check_st
         load_settings(env={"CREW_MCP_REQUEST_STATE_KEYS": "short"})
     with pytest.raises(ConfigError, match="lease_seconds"):
         load_settings(env={"CREW_MCP_LEASE_SECONDS": "0"})
+
+
+async def test_a_no_wait_status_is_answered_from_memory_until_a_change_is_learned() -> None:
+    settings = Settings(owner=OWNER, status_fresh_seconds=5)  # longer than the test
+    async with in_memory("auto", settings, webhooks=True) as env:
+        kickoff_id = await env.kickoff("research")
+        first = await env.call("get_status", {"kickoff_id": kickoff_id})
+        reads = env.sim.count("research", "GET", "/status")
+        again = await env.call("get_status", {"kickoff_id": kickoff_id})
+        assert again == first and env.sim.count("research", "GET", "/status") == reads  # no new read
+        await env.sim.advance(3600)  # the crew pauses for review; its webhook drops what was in memory
+        paused = await env.call("get_status", {"kickoff_id": kickoff_id})
+        assert paused["state"] == "waiting_for_human"
+    async with in_memory("auto", Settings(owner=OWNER, status_fresh_seconds=0)) as env:
+        kickoff_id = await env.kickoff("research")
+        await env.call("get_status", {"kickoff_id": kickoff_id})
+        await env.call("get_status", {"kickoff_id": kickoff_id})
+        assert env.sim.count("research", "GET", "/status") == 2  # 0: every call asks the crew
