@@ -33,6 +33,7 @@ SAMPLES = 200
 WATCHERS = (1, 10, 100)
 WAIT = 5.0
 TARGET_P50 = 0.020
+LABELS = {"same": "same replica", "across": "across replicas"}
 
 
 async def _latency(replicas: list[str], ledger_url: str, samples: int) -> dict[str, list[float]]:
@@ -44,7 +45,8 @@ async def _latency(replicas: list[str], ledger_url: str, samples: int) -> dict[s
         record = await ledger.get(kickoff_id, owner=None)
     finally:
         await ledger.aclose()
-    assert record is not None and record.webhook_secret
+    assert record is not None
+    assert record.webhook_secret
     hook = f"{replicas[0]}/webhooks/{record.webhook_secret}/task"
     uri = f"crew://executions/{kickoff_id}"
     out: dict[str, list[float]] = {"same": [], "across": []}
@@ -124,7 +126,7 @@ async def run(up: Upstream, *, samples: int = SAMPLES) -> Section:
     rows = [
         "| webhook → resources/updated | p50 (ms) | p99 (ms) |",
         "|---|---:|---:|",
-        *(f"| {case} replica | {ms(percentile(v, 50))} | {ms(percentile(v, 99))} |" for case, v in lat.items()),
+        *(f"| {LABELS[case]} | {ms(percentile(v, 50))} | {ms(percentile(v, 99))} |" for case, v in lat.items()),
         "",
         f"{samples} samples per case, alternating; each is one webhook POST to replica A, timed until the listening "
         "client (on A, or on B through the Redis fan-out) receives the notification.",
@@ -134,7 +136,7 @@ async def run(up: Upstream, *, samples: int = SAMPLES) -> Section:
         "|---:|---:|---:|---:|---:|",
     ]
     figures = []
-    for case, label in (("same", "same replica"), ("across", "across replicas")):
+    for case, label in LABELS.items():
         p50, p99 = percentile(lat[case], 50), percentile(lat[case], 99)
         figures.append(
             Figure(
