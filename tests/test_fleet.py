@@ -24,6 +24,7 @@ import pytest
 from anyio.abc import Process
 from conftest import _ledger_redis_answers, require_redis
 from fleet_support import Fleet, Replica, fleet, free_port, health
+from hitl_support import answering
 from mcp import Client, MCPError
 
 from crew_mcp.simulator import Simulator, serve_simulator
@@ -222,6 +223,23 @@ async def test_the_balancer_keeps_a_2025_session_on_its_replica(fl: Fleet) -> No
         for _ in range(6):  # round robin would send 4 of these to replicas that do not know the session (404)
             crews = await call(client, "list_crews", {})
             assert [c["name"] for c in crews["crews"]] == CREWS
+
+
+async def test_an_approval_form_answered_through_the_balancer_unseals_on_the_next_replica(
+    fl: Fleet, sim: tuple[Simulator, str]
+) -> None:
+    simulator, _ = sim
+    kickoff_id = await kickoff(fl.mcp, "research", {"topic": "eels"})
+    await simulator.advance(10)  # the report waits for review
+    forms: list[str] = []
+    answer = answering("accept", {"approve": True, "feedback": "Fine."}, forms)
+    async with Client(fl.mcp, elicitation_callback=answer) as client:
+        await client.list_tools()
+        # 2026-07-28: the call returns the form with a sealed requestState; the SDK retries with the answer, and the
+        # balancer's round robin sends the retry to the next replica, which unseals it with the shared keys (without
+        # CREW_MCP_REQUEST_STATE_KEYS this fails: "Invalid or expired requestState").
+        out = await call(client, "resume_with_feedback", {"kickoff_id": kickoff_id})
+    assert forms and out["approve"] is True and out["decided_by"] == "human via elicitation"
 
 
 async def test_kill_9_mid_wait_clients_retry_through_the_balancer_and_another_replica_takes_the_lease(
