@@ -421,7 +421,9 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
                 text = str(refused.value)
                 assert "run ledger is unavailable" in text and "Traceback" not in text
                 report.append(f"kickoff during the outage: {text[:70]!r}…")
-                await simulator.advance(10)  # the run completes upstream; its webhook finds no ledger (503)
+                await simulator.advance(10)  # the run completes upstream; its webhook finds no ledger
+                hooks = [d for d in simulator.webhook_log if d.payload.get("kickoff_id") == kickoff_id]
+                assert hooks and {d.status_code for d in hooks} == {503}, hooks  # "try again", nothing applied
                 await anyio.sleep(1.0)
                 assert completed == {}  # nobody is told "completed" before it is saved
 
