@@ -114,12 +114,21 @@ async def test_a_webhook_landing_on_one_replica_wakes_waiters_on_every_replica(
     results: dict[str, dict[str, Any]] = {}
     done_at: dict[str, float] = {}
 
+    told: dict[str, list[str]] = {}
+
     async def wait_on(replica: Replica, mode: str) -> None:
+        key = f"{replica.name}/{mode}"
+        said = told[key] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            said.append(message or "")
+
         async with Client(replica.mcp, mode=mode) as client:
-            results[f"{replica.name}/{mode}"] = await call(
-                client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 30}
-            )
-            done_at[f"{replica.name}/{mode}"] = time.monotonic()
+            args = {"kickoff_id": kickoff_id, "wait_seconds": 30}
+            r = await client.call_tool("get_status", args, progress_callback=on_progress)
+            assert isinstance(r.structured_content, dict)
+            results[key] = r.structured_content
+            done_at[key] = time.monotonic()
 
     with anyio.fail_after(45):
         async with anyio.create_task_group() as tg:
@@ -135,6 +144,8 @@ async def test_a_webhook_landing_on_one_replica_wakes_waiters_on_every_replica(
     assert holder in {r.replica_id for r in fl.replicas}
     assert {k: v["state"] for k, v in results.items()} == dict.fromkeys(results, "waiting_for_human")
     assert len(results) == 6
+    # and each waiter was told along the way (progress), the last time with the pause
+    assert all(said and said[-1].startswith("waiting_for_human") for said in told.values()), told
     print(f"\nwebhook → waiters woken on 3 replicas: {max(done_at.values()) - t0:.3f} s (slowest of 6)")
 
 
