@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
@@ -129,6 +129,9 @@ def test_the_record_cache_trusts_running_records_for_a_bounded_time_and_finished
     cache.put(running)
     cache.put(record("k-2", ExecutionState.COMPLETED))
     assert cache.get("k-1") is running and cache.get("k-2") is not None
+    older = running.model_copy(update={"updated_at": running.updated_at - timedelta(seconds=1)})
+    cache.put(older)  # arrived late from another replica
+    assert cache.get("k-1") is running
     cache.forget_live()
     assert cache.get("k-1") is None and cache.get("k-2") is not None
     cold = RecordCache(live_seconds=0)

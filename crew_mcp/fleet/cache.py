@@ -62,8 +62,11 @@ class RecordCache:
             while len(self._finished) > FINISHED_MAX:
                 self._finished.popitem(last=False)
             return
-        if self.live_seconds <= 0:
+        if self.live_seconds <= 0 or kickoff_id in self._finished:
             return
+        held = self._live.get(kickoff_id)
+        if held is not None and held[1].updated_at > record.updated_at:
+            return  # two replicas' changes crossed on the way: keep the newer copy
         self._live[kickoff_id] = (time.monotonic(), record)
         self._live.move_to_end(kickoff_id)
         while len(self._live) > LIVE_MAX:
