@@ -102,10 +102,12 @@ def build_fleet(settings: Settings, ledger_url: str) -> Fleet:
             live_seconds=LIVE_SECONDS_SQLITE if sqlite else math.inf,
         )
     commands, listener, prefix, where = _redis_clients(url)
+    fanout = RedisFanout(commands, prefix=prefix, replica=replica, listener=listener)
+    leases = RedisLeases(commands, prefix=prefix, replica=replica, seconds=settings.lease_seconds)
     return Fleet(
         replica=replica,
-        fanout=RedisFanout(listener, prefix=prefix, replica=replica),
-        leases=RedisLeases(commands, prefix=prefix, replica=replica, seconds=settings.lease_seconds),
+        fanout=fanout,
+        leases=leases,
         events=RedisEventStore(commands, prefix=prefix),
         live_seconds=LIVE_SECONDS_SHARED,
         where=where,

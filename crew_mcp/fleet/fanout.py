@@ -144,16 +144,18 @@ class RedisFanout(Fanout):
     is logged (the others catch up through their own polls; see docs/fleet.md).
 
     Args:
-        client: a ``redis.asyncio.Redis`` (the fleet closes it).
+        client: a ``redis.asyncio.Redis`` to publish with (short timeouts; the fleet closes it).
         prefix: the ledger's key prefix, so fleets sharing one Redis stay apart.
         replica: this process's name.
+        listener: the client to subscribe with (no read timeout: a quiet channel is not an error); default ``client``.
     """
 
     shared = True
 
-    def __init__(self, client: Redis, *, prefix: str, replica: str) -> None:
+    def __init__(self, client: Redis, *, prefix: str, replica: str, listener: Redis | None = None) -> None:
         super().__init__(replica)
         self._r = client
+        self._listener = listener or client
         self.channel = f"{prefix}fleet:changes"
         self.connected = anyio.Event()
 
@@ -172,7 +174,7 @@ class RedisFanout(Fanout):
         started = False
         while True:
             try:
-                async with self._r.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self._listener.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     if started:
                         on_gap()  # anything published while we were away is lost: drop what it would have fixed
