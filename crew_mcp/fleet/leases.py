@@ -3,10 +3,10 @@
 A lease is one Redis key per execution, ``{prefix}fleet:lease:{kickoff_id}``, holding the holder's replica
 name, set with ``NX`` and an expiry. The holder renews it (compare-and-expire, one Lua call) at every poll
 and at least three times per lease period while it waits between polls; it deletes it (compare-and-delete)
-when its last watcher leaves or it shuts down; a replica still watching takes it at its next poll interval (no
-"handed over" message: polling at once would add a request to the interval). A replica that dies stops renewing, so its leases expire within
-one lease period and the next replica whose watcher asks takes over. Any failure to reach Redis counts as
-"holding" (the replica polls by itself): two pollers for a while are better than none.
+when its last watcher leaves or it shuts down. A replica still watching takes it at its next poll interval (a
+"handed over" message would make it poll at once: one request more in that interval). A replica that dies stops
+renewing, so its leases expire within one lease period and the next replica whose watcher asks takes over. Any
+failure to reach Redis counts as "holding" (the replica polls by itself): two pollers for a while beat none.
 """
 
 from __future__ import annotations
