@@ -73,6 +73,7 @@ def server_env(config: Path, ledger_url: str, *, owner: str = OWNER, **extra: st
         "CREW_MCP_CONFIG": str(config),
         "CREW_MCP_LEDGER_URL": ledger_url,
         "CREW_MCP_OWNER": owner,
+        "CREW_MCP_STATUS_FRESH": "0",  # the simulated crew moves between two status calls in no time
         "SIM_TOKEN": DEFAULT_TOKEN,
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         "PATH": os.environ.get("PATH", ""),

@@ -36,6 +36,7 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "HOME": str(tmp_path),
         "CREW_MCP_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.db",
         "CREW_MCP_LOG_LEVEL": "INFO",
+        "CREW_MCP_STATUS_FRESH": "0",  # the simulated crew moves between two status calls in no time
         **extra,
     }
 
