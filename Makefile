@@ -19,6 +19,7 @@ demo: $(STAMP)
 # Two workers (this machine has two cores) and branch coverage with the floor set in pyproject.toml.
 test: $(STAMP)
 	bash scripts/ensure-redis
+	bash scripts/ensure-haproxy
 	$(BIN)/python -m pytest -n 2 --cov --cov-report=term $(PYTEST_ARGS)
 
 # Opt-in, never part of `make test`/.ci/run: real third-party MCP clients against crew-mcp (docs/clients.md has the
@@ -147,6 +148,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	bash scripts/ensure-redis
+	bash scripts/ensure-haproxy
 	$(BIN)/python -m bench
 
 serve: $(STAMP)

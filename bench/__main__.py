@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import anyio
 
-from . import coldstart, http_throughput, latency, ledger, observability, polling
+from . import coldstart, fleet, http_throughput, latency, ledger, observability, polling
 from .common import ROOT, Section, Upstream, machine, progress, simulator, verdict
 
 SECTIONS: dict[str, Callable[[Upstream], Awaitable[Section]]] = {
@@ -22,6 +22,7 @@ SECTIONS: dict[str, Callable[[Upstream], Awaitable[Section]]] = {
     "polling": polling.run,
     "coldstart": coldstart.run,
     "ledger": ledger.run,
+    "fleet": fleet.run,
     # Last: it installs a tracer provider in this process, which cannot be taken back.
     "observability": observability.run,
 }

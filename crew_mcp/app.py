@@ -13,7 +13,7 @@ own per-execution secrets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx2
@@ -26,6 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from .auth.wiring import is_loopback
 from .errors import ConfigError
+from .fleet import Fleet, build_fleet
+from .fleet.events import RETRY_MS, SessionScope
+from .fleet.http import DrainingServer, with_fleet
+from .ledger import default_ledger_url
 from .ops import counted_webhooks, http_telemetry, operator_routes
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
@@ -57,7 +61,7 @@ def check_exposure(settings: Settings, host: str) -> None:
 
 def build_app(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, opener: ServiceOpener = open_service
-) -> ASGIApp:
+) -> Assembled:
     """The ASGI app of ``crew-mcp serve --http``.
 
     Webhooks are offered to crews (and their route served) only when crews can reach this server: with a
@@ -74,6 +78,9 @@ def build_app(
     limits = config.limits
     security = transport_security(settings.public_url, host)
     runtime = Runtime(telemetry=http_telemetry())
+    # fleet hooks (docs/fleet.md): shared fan-out, leases and SSE event store; draining on shutdown
+    fleet = build_fleet(settings, settings.ledger_url or default_ledger_url())
+    opener = with_fleet(opener, fleet)
     # One client for the server's lifetime: the identity provider's metadata, keys and introspection.
     http = httpx2.AsyncClient() if config.mode != "none" else None
     verifier = build_verifier(config, http) if http is not None else None
@@ -96,6 +103,8 @@ def build_app(
         max_request_body_size=limits.max_body_bytes,
         session_idle_timeout=limits.session_idle_seconds,
         max_sessions=limits.max_sessions,
+        event_store=fleet.events,
+        retry_interval=RETRY_MS,
     )
     # The SDK's whole SSE app (GET /sse, POST /messages/), middleware included: with auth configured, that
     # middleware authenticates the request and puts the principal where the tools read it (the owner of runs).
@@ -108,10 +117,20 @@ def build_app(
     )
 
     async def healthz(_: Request) -> Response:
-        ready = runtime.service is not None
-        return JSONResponse(
-            {"status": "ok" if ready else "starting", "version": __version__}, status_code=200 if ready else 503
-        )
+        """Liveness: 200 while the process serves (draining included: /readyz is what turns traffic away)."""
+        alive = runtime.service is not None
+        state = "draining" if runtime.draining else "ok" if alive else "starting"
+        body: dict[str, object] = {"status": state, "version": __version__, "replica": fleet.replica}
+        if runtime.service is not None:  # executions this replica watches, and how many of them it polls (leases)
+            hub = runtime.service.runs.hub
+            body.update(watches=hub.active, waiters=hub.waiting, leases=len(fleet.leases.held))
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    async def drain() -> None:
+        runtime.draining = True
+        service = runtime.service
+        if service is not None:
+            await service.runs.hub.drain()  # returns once the loops have released their leases
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -119,6 +138,7 @@ def build_app(
             async with mcp.session_manager.run():
                 yield
         finally:
+            await fleet.aclose()
             if http is not None:
                 await http.aclose()
 
@@ -129,12 +149,12 @@ def build_app(
     ]
     if webhook_base is not None:
         routes += counted_webhooks(webhook_routes(lambda: runtime.service), runtime.telemetry)
-    routes.append(Mount("/", app=mcp_app))
+    routes.append(Mount("/", app=SessionScope(mcp_app)))
     app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
-    if verifier is None:
-        return app
-    # Per-tool scopes (403 insufficient_scope with the scope to ask for) and the kickoff rate (429 Retry-After).
-    return ScopeGate(app, verifier=verifier, config=config, limiter=runtime.limiter, max_body=limits.max_body_bytes)
+    if verifier is not None:
+        # Per-tool scopes (403 insufficient_scope with the scope to ask for) and the kickoff rate (429 Retry-After).
+        app = ScopeGate(app, verifier=verifier, config=config, limiter=runtime.limiter, max_body=limits.max_body_bytes)
+    return Assembled(app, drain, fleet)
 
 
 class _SseDispatch:
@@ -153,6 +173,19 @@ class _SseDispatch:
             await self._main(scope, receive, send)
 
 
+class Assembled:
+    """The ASGI app of ``serve --http``, with what serving it needs besides: ``drain`` (called on SIGTERM, see
+    :class:`~crew_mcp.fleet.http.DrainingServer`) and the replica's ``fleet`` pieces."""
+
+    def __init__(self, app: ASGIApp, drain: Callable[[], Awaitable[None]], fleet: Fleet) -> None:
+        self.app = app
+        self.drain = drain
+        self.fleet = fleet
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def serve_http(settings: Settings, *, host: str, port: int) -> None:
     """Run the HTTP server until interrupted (uvicorn, one process).
 
@@ -160,6 +193,7 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
         ConfigError: see :func:`build_app`.
         OSError: the address cannot be bound.
     """
+    import math
     import socket
 
     import uvicorn
@@ -181,5 +215,14 @@ def serve_http(settings: Settings, *, host: str, port: int) -> None:
         print(f"crew-mcp: clients connect to {public} (authentication: {settings.auth.mode})", flush=True)
     # No access log: webhook URLs carry per-execution secrets. No log config of uvicorn's own: its records go to
     # crew-mcp's handler (crew_mcp.logs), in the configured format and with secrets masked.
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), lifespan="on", access_log=False, log_config=None)
-    uvicorn.Server(config).run(sockets=[sock])
+    grace = settings.shutdown_grace_seconds
+    # uvicorn takes whole seconds here; DrainingServer bounds the drain by the exact grace
+    config = uvicorn.Config(
+        app,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=math.ceil(grace),
+    )
+    DrainingServer(config, app.drain, grace).run(sockets=[sock])

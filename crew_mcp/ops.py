@@ -74,6 +74,8 @@ class Readiness:
         service = self._runtime.service
         if service is None:
             return "starting"
+        if self._runtime.draining:
+            return "draining"
         async with self._lock:  # one probe in flight; the callers queued behind it reuse its answer
             if time.monotonic() - self._checked >= self._ttl:
                 problem, detail = await self._probe(service.ledger)

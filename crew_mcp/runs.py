@@ -5,6 +5,9 @@ the shared poll loop of :mod:`crew_mcp.watch`), a webhook, or a decision. It mer
 the ledger (only when something changed, never erasing what was known), hands the fresh record to waiters,
 and tells subscribers.
 
+Every change goes out through the fleet's fan-out (:mod:`crew_mcp.fleet`): :meth:`RunTracker.apply` is what each
+replica, this one included, does with it. That is also what keeps running records cached in memory true.
+
 A kickoff_id the ledger does not know may be a run started elsewhere: :meth:`RunTracker.find_or_adopt` hands it
 to :mod:`crew_mcp.adoption`, unless the ledger holds it for another owner.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -23,6 +27,7 @@ from .adoption import Adopter
 from .client import REQUEST_ID_META_KEY, validate_kickoff_id
 from .clock import Clock
 from .crews import CrewRegistry
+from .fleet import Change, Fleet
 from .identity import Caller
 from .ledger import Decision, Ledger, RecordState, RunRecord, Stop
 from .ledger.records import merge_status
@@ -49,7 +54,11 @@ OnPause = Callable[[RunRecord], None]
 """Told, synchronously, of a saved record that waits for review now (reviewer notices); it must not block."""
 
 FINISHED_CACHE = 1024
-"""How many finished records a tracker keeps in memory (they never change)."""
+"""How many finished records a tracker keeps in memory (they never change; see :mod:`crew_mcp.fleet.cache`)."""
+FRESH_FOR = 0.0
+"""Default seconds a status read from the crew (here, or by another replica's poll) answers a no-wait status call
+without a new read (``CREW_MCP_STATUS_FRESH``). Off by default: every no-wait call asks the crew, as a user expects;
+a change learned meanwhile (a webhook, a decision, another replica's poll) replaces or drops it at once."""
 RESAVE_AFTER = 30.0
 """Seconds after which an unchanged status is saved again (keeps ``status_fetched_at`` honest)."""
 
@@ -71,6 +80,9 @@ class RunTracker:
         on_change: told about every change subscribers should hear of.
         on_pause: told of every save that left the run waiting for review (a repeat is possible: it dedupes).
         poll_initial: the poll loop's first interval in seconds.
+        adopt: look runs unknown to the ledger up at the crews (see :mod:`crew_mcp.adoption`).
+        fleet: how changes, leases and cached records are shared with other replicas (default: this process only).
+        fresh_for: see :data:`FRESH_FOR` (0: every no-wait status call reads the crew).
     """
 
     def __init__(
@@ -83,15 +95,28 @@ class RunTracker:
         on_pause: OnPause | None = None,
         poll_initial: float = POLL_INITIAL,
         adopt: bool = True,
+        fleet: Fleet | None = None,
+        fresh_for: float = FRESH_FOR,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
         self.clock = clock
-        self.hub = StatusHub(self.refresh, clock, initial=poll_initial)
+        # fleet hooks (crew_mcp/fleet): changes fan out through apply(); the poll loops respect the leases
+        self.fleet = fleet or Fleet.local()
+        self.fleet.fanout.attach(self.apply)
+        self._cache = self.fleet.cache()
+        self.hub = StatusHub(
+            self.refresh,
+            clock,
+            initial=poll_initial,
+            leases=self.fleet.leases,
+            follow=lambda r: Observation(shown(r), r),
+        )
         self.adopter = Adopter(ledger, registry, clock) if adopt else None
         self._on_change = on_change
         self._on_pause = on_pause
-        self._finished: OrderedDict[str, RunRecord] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[float, Observation]] = OrderedDict()
+        self._fresh_for = fresh_for
 
     async def find(self, kickoff_id: str | None, caller: Caller) -> RunRecord:
         """The caller's record for ``kickoff_id`` (or for a kickoff's request id); with no id, the conversation's
@@ -112,7 +137,7 @@ class RunTracker:
                 )
             return latest
         validate_kickoff_id(kickoff_id)
-        record = self._finished.get(kickoff_id)
+        record = self._cache.get(kickoff_id)
         if record is None or record.owner != caller.owner:
             record = await self.ledger.get(kickoff_id, owner=caller.owner)
             self._remember(record)
@@ -170,6 +195,8 @@ class RunTracker:
         """
         if not live(record):
             return Observation(shown(record), record)
+        if wait <= 0 and (fresh := self._fresh(record)) is not None:
+            return fresh
         try:
             if wait > 0:
                 seen = await self.hub.wait(record, timeout=wait, on_update=on_update)
@@ -197,13 +224,15 @@ class RunTracker:
         if _changed(record, upstream, self.clock.now()):
             saved = await self.ledger.save_status(record.kickoff_id, upstream, now=self.clock.now())
             if saved is not None:
-                self._remember(saved)
-                if _state_changed(record, upstream):
-                    await self._tell(record.kickoff_id)
+                notify = _state_changed(record, upstream)
+                shown_now = _merge_pending(saved.status or upstream, saved)
+                await self._publish(Change(record.kickoff_id, saved, shown_now, notify=notify))
+                if notify:
                     self._paused(saved)
-                record = saved
-                upstream = saved.status or upstream
-        return Observation(_merge_pending(upstream, record), record)
+                return Observation(shown_now, saved)
+        observation = Observation(_merge_pending(upstream, record), record)
+        self._note(record.kickoff_id, observation)
+        return observation
 
     async def webhook(self, record: RunRecord, kind: str, payload: dict[str, Any]) -> None:
         """Apply an authenticated webhook from the crew (task, step, crew, or human-input request).
@@ -225,13 +254,8 @@ class RunTracker:
         elif kind == "crew":
             status = _crew_webhook_status(kickoff_id, payload)
             saved = await self.ledger.save_status(kickoff_id, status, now=self.clock.now())
-        if saved is not None:
-            self._remember(saved)
-            # What the ledger made of it (merged), never the bare webhook: it carries no progress.
-            self.hub.push(kickoff_id, Observation(shown(saved), saved))
-        else:
-            self.hub.push(kickoff_id)
-        await self._tell(kickoff_id)
+        # What the ledger made of it (merged), never the bare webhook: it carries no progress.
+        await self._publish(Change(kickoff_id, saved, shown(saved) if saved is not None else None, poke=True))
 
     async def confirm_by_webhook(self, record: RunRecord, kickoff_id: str) -> RunRecord | None:
         """Confirm ``record`` (no kickoff_id yet) with the ``kickoff_id`` its own authenticated webhook names.
@@ -278,8 +302,7 @@ class RunTracker:
             LedgerError: the decision could not be saved.
         """
         saved = await self.ledger.add_decision(kickoff_id, decision, now=self.clock.now())
-        self.hub.push(kickoff_id)
-        await self._tell(kickoff_id)
+        await self._publish(Change(kickoff_id, saved, poke=True))
         return saved
 
     async def stopped(self, kickoff_id: str, stop: Stop) -> RunRecord | None:
@@ -289,11 +312,52 @@ class RunTracker:
             LedgerError: the stop could not be saved.
         """
         saved = await self.ledger.add_stop(kickoff_id, stop, now=self.clock.now())
-        if saved is not None:
-            self._remember(saved)
-            self.hub.push(kickoff_id, Observation(shown(saved), saved))
-        await self._tell(kickoff_id)
+        await self._publish(Change(kickoff_id, saved, shown(saved) if saved is not None else None, poke=True))
         return saved
+
+    async def apply(self, change: Change) -> None:
+        """What every replica does with a change (its own and, through the fan-out, the others'): keep the
+        record, hand it to the run's waiters (poking the poll loop for webhooks and decisions), tell subscribers."""
+        if change.record is not None:
+            self._remember(change.record)
+            observation = Observation(change.status or shown(change.record), change.record)
+            self.hub.push(change.kickoff_id, observation, poke=change.poke)
+            if change.poke or change.status is None:  # a webhook or a decision: the next look asks the crew
+                self._recent.pop(change.kickoff_id, None)
+            else:  # what a poll just read (here or on another replica)
+                self._note(change.kickoff_id, observation)
+        else:
+            self._recent.pop(change.kickoff_id, None)
+            self._cache.forget(change.kickoff_id)
+            if change.poke:
+                self.hub.push(change.kickoff_id)
+        if change.notify:
+            await self._tell(change.kickoff_id)
+
+    def _fresh(self, record: RunRecord) -> Observation | None:
+        """What the crew said less than ``fresh_for`` s ago, if nothing changed the record since."""
+        assert record.kickoff_id is not None
+        entry = self._recent.get(record.kickoff_id)
+        if entry is None or time.monotonic() - entry[0] > self._fresh_for:
+            return None
+        if entry[1].record.updated_at != record.updated_at:  # the ledger moved on (e.g. another process wrote it)
+            return None
+        return entry[1]
+
+    def _note(self, kickoff_id: str, observation: Observation) -> None:
+        if self._fresh_for <= 0:
+            return
+        self._recent[kickoff_id] = (time.monotonic(), observation)
+        self._recent.move_to_end(kickoff_id)
+        while len(self._recent) > FINISHED_CACHE:
+            self._recent.popitem(last=False)
+
+    def forget_live(self) -> None:
+        """Forget every cached running record (the fan-out may have missed changes)."""
+        self._cache.forget_live()
+
+    async def _publish(self, change: Change) -> None:
+        await self.fleet.fanout.publish(change)
 
     def _paused(self, saved: RunRecord) -> None:
         if self._on_pause is not None and saved.state is RecordState.WAITING_FOR_HUMAN and saved.pending is not None:
@@ -304,13 +368,8 @@ class RunTracker:
             await self._on_change(kickoff_id)
 
     def _remember(self, record: RunRecord | None) -> None:
-        """Keep finished records in memory: they never change, so reading them again needs no ledger round trip."""
-        if record is None or record.kickoff_id is None or record.status is None or not record.status.terminal:
-            return
-        self._finished[record.kickoff_id] = record
-        self._finished.move_to_end(record.kickoff_id)
-        while len(self._finished) > FINISHED_CACHE:
-            self._finished.popitem(last=False)
+        """Keep records in memory: finished ones never change; running ones stay true through the fan-out."""
+        self._cache.put(record)
 
 
 def _valid_id(kickoff_id: str) -> bool:

@@ -32,6 +32,7 @@ class Runtime:
     typed_tools: dict[str, str] = field(default_factory=dict)
     limiter: Limiter | None = None
     telemetry: Telemetry = NO_TELEMETRY
+    draining: bool = False  # SIGTERM received: /readyz turns traffic away while waits end (docs/fleet.md)
 
     def require(self) -> CrewService:
         """The running service.

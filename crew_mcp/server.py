@@ -28,6 +28,7 @@ from .calls import RequestScope
 from .cancel import register_cancel_tool
 from .completions import register_completions
 from .errors import CrewMCPError
+from .fleet.http import request_state_security
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable, valid_defaults
@@ -151,6 +152,7 @@ def build_server(
         ],
         token_verifier=token_verifier,
         auth=auth,
+        request_state_security=request_state_security(settings),  # shared across replicas (docs/fleet.md)
     )
     register_tools(mcp, settings, runtime)
     register_cancel_tool(mcp, settings, runtime)

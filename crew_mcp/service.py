@@ -24,6 +24,7 @@ from .client import validate_kickoff_id
 from .clock import Clock, SystemClock
 from .crews import Crew, CrewRegistry, build_registry
 from .detach import Detacher
+from .fleet import Fleet, build_fleet
 from .identity import Caller
 from .inputs import InputInfo, validate_inputs
 from .kickoff import Launcher
@@ -70,6 +71,7 @@ class CrewService:
         on_change: OnChange | None = None,
         on_pause: OnPause | None = None,
         poll_initial: float = POLL_INITIAL,
+        fleet: Fleet | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -86,6 +88,8 @@ class CrewService:
             on_pause=on_pause,
             poll_initial=poll_initial,
             adopt=settings.adopt_runs,
+            fleet=fleet,
+            fresh_for=settings.status_fresh_seconds,
         )
         self.launcher = Launcher(
             ledger, clock, self.detacher, webhook_base=webhook_base, keep_input_values=settings.keep_input_values
@@ -378,6 +382,7 @@ async def open_service(
     on_change: OnChange | None = None,
     poll_initial: float = POLL_INITIAL,
     telemetry: Telemetry = NO_TELEMETRY,
+    fleet: Fleet | None = None,
 ) -> AsyncIterator[CrewService]:
     """Assemble a running service; everything it opened is closed on exit.
 
@@ -391,6 +396,8 @@ async def open_service(
         on_change: told about every change subscribers should hear of.
         poll_initial: the poll loop's first interval.
         telemetry: told about upstream requests and ledger operations (the HTTP app's metrics).
+        fleet: the replica's fleet pieces (default: built from the settings, see :func:`crew_mcp.fleet.build_fleet`;
+            closed here only when built here).
     """
     problem = settings.notify_problem()
     if problem:  # before anything is opened
@@ -402,6 +409,8 @@ async def open_service(
     telemetry.attach(registry)
     store = telemetry.ledger(ledger or open_ledger(url))
     notifier = Notifier.from_settings(settings, store, clock)
+    own_fleet = fleet is None
+    fleet = fleet or build_fleet(settings, url)
     service = CrewService(
         settings,
         registry,
@@ -411,6 +420,7 @@ async def open_service(
         on_change=on_change,
         on_pause=notifier.paused if notifier else None,
         poll_initial=poll_initial,
+        fleet=fleet,
     )
     # Entered by hand and left with no exception: an error in the caller's block must reach the caller as
     # itself, not wrapped in the background task group's ExceptionGroup.
@@ -423,6 +433,7 @@ async def open_service(
         background.start_soon(_retention, service)
         if notifier is not None:
             background.start_soon(notifier.run)
+        await background.start(fleet.fanout.run, service.runs.forget_live)
         sim = registry.simulator
         if sim is not None and sim.clock == "wall":
             background.start_soon(sim.run_clock)
@@ -438,6 +449,8 @@ async def open_service(
             await registry.aclose()
             await store.aclose()
             unredact()
+            if own_fleet:
+                await fleet.aclose()
 
 
 async def _retention(service: CrewService) -> None:

@@ -129,6 +129,24 @@ class Settings(_Strict):
     notify_slack_url: SecretStr | None = None
     notify_excerpt_chars: int = Field(default=500, ge=0, le=2800)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    # Fleet (docs/fleet.md): several replicas behind a balancer.
+    fleet_url: str | None = None
+    lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    request_state_keys: list[SecretStr] = Field(default_factory=list)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    status_fresh_seconds: float = Field(default=0.0, ge=0, le=5)
+
+    @field_validator("request_state_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        return [k for k in (x.strip() for x in v.split(",")) if k] if isinstance(v, str) else v
+
+    @field_validator("request_state_keys")
+    @classmethod
+    def _key_length(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if any(len(k.get_secret_value().encode()) < 32 for k in v):
+            raise ValueError("each key must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return v
 
     @field_validator("public_url")
     @classmethod
@@ -222,6 +240,11 @@ _ENV_FIELDS: dict[str, str] = {
     "NOTIFY_WEBHOOK_SECRET": "notify_webhook_secret",
     "NOTIFY_SLACK_URL": "notify_slack_url",
     "NOTIFY_EXCERPT_CHARS": "notify_excerpt_chars",
+    "FLEET_URL": "fleet_url",
+    "LEASE_SECONDS": "lease_seconds",
+    "REQUEST_STATE_KEYS": "request_state_keys",
+    "SHUTDOWN_GRACE": "shutdown_grace_seconds",
+    "STATUS_FRESH": "status_fresh_seconds",
 }
 
 

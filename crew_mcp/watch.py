@@ -7,6 +7,11 @@ and slower later (capped), wakes early when a webhook pushes news, and ends when
 the run stops needing polling (finished, failed, cancelled, not found, or paused for a human). Watchers
 therefore never multiply upstream requests, and a poll hands its record to the next one, so polling reads
 the ledger only through the writes that a change makes.
+
+Across replicas (docs/fleet.md), a loop polls only while it holds the execution's lease (``leases``); without
+it the loop follows: its waiters start from the record in hand (``follow``) and hear the holder's findings
+through the fan-out, which calls :meth:`StatusHub.push`. :meth:`StatusHub.drain` ends every wait at once
+(graceful shutdown).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from anyio.abc import TaskGroup
 
 from .clock import Clock, SystemClock
 from .errors import CrewMCPError
+from .fleet.leases import Leases
 from .ledger import RunRecord
 from .models import ExecutionState, ExecutionStatus
 
@@ -43,6 +49,7 @@ class Observation:
 
 
 Poll = Callable[[RunRecord], Awaitable[Observation]]
+Follow = Callable[[RunRecord], Observation]
 OnUpdate = Callable[[ExecutionStatus], Awaitable[None]]
 
 
@@ -63,6 +70,8 @@ class _Watch:
     done: bool = False
 
     def publish(self, observation: Observation | None, error: CrewMCPError | None = None) -> None:
+        if observation is not None and error is None and self.error is None and _same(self.latest, observation):
+            return  # already handed out (the fan-out delivered it before the poll that found it returned)
         if observation is not None:
             self.latest = observation
             self.record = observation.record
@@ -88,6 +97,8 @@ class StatusHub:
         initial: float = POLL_INITIAL,
         factor: float = POLL_FACTOR,
         max_interval: float = POLL_MAX,
+        leases: Leases | None = None,
+        follow: Follow | None = None,
     ) -> None:
         self._poll = poll
         self._clock = clock or SystemClock()
@@ -96,6 +107,11 @@ class StatusHub:
         self._max = max_interval
         self._watches: dict[str, _Watch] = {}
         self._tg: TaskGroup | None = None
+        # fleet hooks (crew_mcp/fleet): poll only under the execution's lease; followers start from the record
+        self._leases = leases
+        self._follow = follow
+        self._draining = False
+        self._idle = anyio.Event()
 
     async def __aenter__(self) -> StatusHub:
         self._tg = anyio.create_task_group()
@@ -115,17 +131,31 @@ class StatusHub:
 
     @property
     def waiting(self) -> int:
-        """How many calls wait on a watch right now (operators' "waits in progress")."""
+        """How many callers wait right now (on all executions)."""
         return sum(w.waiters for w in self._watches.values())
 
-    def push(self, kickoff_id: str, observation: Observation | None = None) -> None:
-        """News from outside (a webhook, a decision): hand waiters ``observation`` now, and make the loop poll."""
+    def push(self, kickoff_id: str, observation: Observation | None = None, *, poke: bool = True) -> None:
+        """News from outside (a webhook, a decision, another replica's poll): hand waiters ``observation`` now,
+        and (``poke``) make the loop poll."""
         watch = self._watches.get(kickoff_id)
         if watch is None:
             return
         if observation is not None:
             watch.publish(observation)
-        watch.poke.set()
+        if poke:
+            watch.poke.set()
+
+    async def drain(self) -> None:
+        """End every wait now with what it has seen, stop polling, and return once every loop has released its
+        lease (graceful shutdown). Waits that start afterwards return at once."""
+        self._draining = True
+        self._idle = anyio.Event()
+        for watch in list(self._watches.values()):
+            watch.done = True
+            watch.publish(None, watch.error)
+            watch.poke.set()
+        if self._watches:
+            await self._idle.wait()
 
     async def wait(self, record: RunRecord, *, timeout: float, on_update: OnUpdate | None = None) -> Observation | None:
         """Wait until the run of ``record`` settles or ``timeout`` seconds pass; return the newest observation.
@@ -137,6 +167,8 @@ class StatusHub:
             CrewMCPError: the upstream failed on the first poll and nothing was ever observed.
         """
         assert record.kickoff_id is not None
+        if self._draining:
+            return None
         watch = self._watches.get(record.kickoff_id)
         if watch is None:
             if self._tg is None:
@@ -167,30 +199,56 @@ class StatusHub:
 
     async def _loop(self, kickoff_id: str, watch: _Watch) -> None:
         interval = self._initial
+        holding = False
         try:
-            while watch.waiters > 0:
+            while watch.waiters > 0 and not self._draining:
                 # Armed before the read, so a push (or the last waiter leaving) during the read is not lost.
                 watch.poke = anyio.Event()
-                try:
-                    observation = await self._poll(watch.record)
-                except CrewMCPError as exc:
-                    logger.warning("polling %s failed: %s", kickoff_id, exc)
-                    watch.publish(None, exc)
-                except Exception as exc:  # a bug must fail this watch, never the hub (it lives in the server lifespan)
-                    logger.exception("polling %s failed unexpectedly", kickoff_id)
-                    watch.publish(None, CrewMCPError(f"reading the run's status failed unexpectedly ({exc})"))
-                    break
-                else:
-                    watch.publish(observation)
-                    if settled(observation.status):
+                holding = self._leases is None or await self._leases.acquire(kickoff_id)
+                if holding:
+                    try:
+                        observation = await self._poll(watch.record)
+                    except CrewMCPError as exc:
+                        logger.warning("polling %s failed: %s", kickoff_id, exc)
+                        watch.publish(None, exc)
+                    except Exception as exc:  # a bug must fail this watch, never the hub (it lives in the lifespan)
+                        logger.exception("polling %s failed unexpectedly", kickoff_id)
+                        watch.publish(None, CrewMCPError(f"reading the run's status failed unexpectedly ({exc})"))
                         break
-                with self._clock.move_on_after(interval):
-                    await watch.poke.wait()
+                    else:
+                        watch.publish(observation)
+                        if settled(observation.status):
+                            break
+                elif watch.latest is None and self._follow is not None:
+                    watch.publish(self._follow(watch.record))  # another replica polls; its news comes by push
+                await self._pause(kickoff_id, watch, interval, holding)
                 interval = min(interval * self._factor, self._max)
         finally:
             watch.done = True
             self._watches.pop(kickoff_id, None)
             watch.publish(None, watch.error)
+            if holding and self._leases is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await self._leases.release(kickoff_id)
+            if not self._watches:
+                self._idle.set()
+
+    async def _pause(self, kickoff_id: str, watch: _Watch, interval: float, holding: bool) -> None:
+        """Wait ``interval`` or until poked; a lease holder renews its lease at least thrice per lease period."""
+        leases = self._leases
+        step = leases.seconds / 3 if holding and leases is not None and leases.shared else interval
+        remaining = interval
+        while True:
+            with self._clock.move_on_after(min(step, remaining)):
+                await watch.poke.wait()
+            remaining -= step
+            if remaining <= 0 or watch.poke.is_set() or leases is None:
+                return
+            await leases.acquire(kickoff_id)
+
+
+def _same(a: Observation | None, b: Observation) -> bool:
+    return a is not None and (a is b or (a.status == b.status and a.record == b.record))
 
 
 async def _report(on_update: OnUpdate | None, status: ExecutionStatus) -> None:

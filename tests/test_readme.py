@@ -130,4 +130,4 @@ def test_the_team_example_configures_a_server_that_serves_every_interface(tmp_pa
     assert auth.limits.kickoffs_per_minute == 10 and auth.limits.concurrent_waits == 2
     from crew_mcp.auth import ScopeGate
 
-    assert isinstance(build_app(settings, host="0.0.0.0", port=8000), ScopeGate)  # protected, scopes and limits on
+    assert isinstance(build_app(settings, host="0.0.0.0", port=8000).app, ScopeGate)  # protected, scopes and limits on

@@ -24,7 +24,8 @@ TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", 
 @pytest.fixture(params=["auto", "legacy"])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
     sim = Simulator(clock="manual")
-    settings = Settings(owner="tester")
+    # Every no-wait status call asks the crew: these tests move the simulated crew between two calls in no time.
+    settings = Settings(owner="tester", status_fresh_seconds=0)
     mcp = build_server(settings, opener=service_opener(sim))
     async with Client(mcp, mode=request.param) as client:
         yield Env(client, sim, settings)
