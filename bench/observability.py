@@ -21,13 +21,14 @@ from typing import Any
 from mcp import Client
 from mcp.types import CallToolResult
 
+from crew_mcp.assembly import open_service
 from crew_mcp.calls import RequestScope
 from crew_mcp.ledger import open_ledger
 from crew_mcp.ledger.memory import MemoryLedger
 from crew_mcp.metrics import MeteredLedger, PrometheusTelemetry
 from crew_mcp.runtime import Runtime
 from crew_mcp.server import build_server
-from crew_mcp.service import CrewService, open_service
+from crew_mcp.service import CrewService
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import CrewSpec, Simulator, TaskSpec
 from crew_mcp.telemetry import NO_TELEMETRY, Telemetry

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
+from .assembly import open_service
 from .auth.wiring import is_loopback
 from .errors import ConfigError
 from .fleet import Fleet, build_fleet
@@ -33,7 +34,6 @@ from .ledger import default_ledger_url
 from .ops import counted_webhooks, http_telemetry, operator_routes
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
-from .service import open_service
 from .settings import Settings
 from .webhooks import webhook_routes
 

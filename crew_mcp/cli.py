@@ -147,7 +147,7 @@ def _setup_tracing() -> None:
 
 
 async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitable[int]]) -> int:
-    from .service import open_service
+    from .assembly import open_service
 
     if settings.simulated:
         print(

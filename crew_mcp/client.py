@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import anyio
 import httpx2
@@ -35,6 +34,7 @@ from .errors import (
     NotFoundError,
     status_error,
 )
+from .ids import REQUEST_ID_META_KEY, KickoffResult, is_kickoff_id, validate_kickoff_id
 from .inputs import encode_inputs
 from .logs import bound
 from .models import (
@@ -78,7 +78,6 @@ class Timeouts:
 
 DEFAULT_TIMEOUTS = Timeouts(connect=5.0, read=30.0, write=30.0, total=60.0)
 DEFAULT_MAX_RETRIES = 4
-REQUEST_ID_META_KEY = "crew_mcp_request_id"
 
 StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
 _STATUS_PATHS: tuple[str, str] = ("/status/{kickoff_id}", "/{kickoff_id}/status")
@@ -87,35 +86,8 @@ _STATUS_PATHS: tuple[str, str] = ("/status/{kickoff_id}", "/{kickoff_id}/status"
 _WAIT_INITIAL = 0.5
 _WAIT_MAX = 8.0
 _WAIT_JITTER = 1.0
-_KICKOFF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Never reached the service, so even a POST may be sent again.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
-
-
-class KickoffResult(NamedTuple):
-    """What a kickoff returns: AMP's ``kickoff_id`` and the client request id sent in ``meta``."""
-
-    kickoff_id: str
-    request_id: str
-
-
-def validate_kickoff_id(kickoff_id: str) -> str:
-    """Return ``kickoff_id`` unchanged when it is safe to put in a URL path.
-
-    Raises:
-        InvalidInputError: it is empty, too long, ``.``/``..``, or has characters outside ``A-Za-z0-9_.:-``.
-    """
-    if not _valid_kickoff_id(kickoff_id):
-        shown = repr(kickoff_id)[:60]
-        raise InvalidInputError(
-            f"{shown} is not a valid kickoff_id: use the id returned by kickoff "
-            "(1-128 characters: letters, digits, '_', '.', ':', '-')."
-        )
-    return kickoff_id
-
-
-def _valid_kickoff_id(kickoff_id: object) -> bool:
-    return isinstance(kickoff_id, str) and kickoff_id not in {".", ".."} and bool(_KICKOFF_ID_RE.fullmatch(kickoff_id))
 
 
 class CrewClient:
@@ -244,7 +216,7 @@ class CrewClient:
         with self._deadline("POST", "/kickoff") as deadline, bound(kickoff_request_id=rid):
             response = await self._send("POST", "/kickoff", body=body, safe=False, deadline=deadline)
         parsed = self._bodies.model(response, KickoffResponse, "POST", "/kickoff", note=f" (request id {rid})")
-        if not _valid_kickoff_id(parsed.kickoff_id):
+        if not is_kickoff_id(parsed.kickoff_id):
             # Never stored nor put in a URL: an id like "../../inputs" would make later reads hit another route.
             raise self._bodies.invalid(response, "POST", "/kickoff", f"has no usable kickoff_id (request id {rid})")
         return KickoffResult(kickoff_id=parsed.kickoff_id, request_id=rid)

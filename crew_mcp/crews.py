@@ -16,9 +16,10 @@ import anyio
 import httpx2
 
 from .client import CrewClient, Timeouts
+from .crewconfig import CrewConfig, InputConfig, InputType
 from .errors import UnknownCrewError
 from .inputs import InputInfo, merge_inputs
-from .settings import CrewConfig, InputConfig, InputType, Settings
+from .settings import Settings
 
 if TYPE_CHECKING:
     from .simulator import InputSpec, Simulator

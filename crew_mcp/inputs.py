@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .crewconfig import InputConfig
 from .errors import InvalidInputError, InvalidInputsError
-from .settings import InputConfig
 
 __all__ = ["InputInfo", "encode_input_value", "encode_inputs", "merge_inputs", "validate_inputs"]
 

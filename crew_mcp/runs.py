@@ -19,7 +19,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors as e
@@ -31,8 +30,18 @@ from .fleet import Change, Fleet
 from .identity import Caller
 from .ledger import Decision, Ledger, RecordState, RunRecord, Stop
 from .ledger.records import merge_status
-from .models import ExecutionState, ExecutionStatus, PendingHumanInput
-from .normalize import normalize_status
+from .models import ExecutionStatus, PendingHumanInput
+from .statuses import (
+    RESAVE_AFTER,
+    changed,
+    crew_webhook_status,
+    is_human_request,
+    live,
+    merge_pending,
+    shown,
+    state_changed,
+    text_of,
+)
 from .watch import POLL_INITIAL, Observation, OnUpdate, StatusHub
 
 __all__ = [
@@ -59,11 +68,6 @@ FRESH_FOR = 0.0
 """Default seconds a status read from the crew (here, or by another replica's poll) answers a no-wait status call
 without a new read (``CREW_MCP_STATUS_FRESH``). Off by default: every no-wait call asks the crew, as a user expects;
 a change learned meanwhile (a webhook, a decision, another replica's poll) replaces or drops it at once."""
-RESAVE_AFTER = 30.0
-"""Seconds after which an unchanged status is saved again (keeps ``status_fetched_at`` honest)."""
-
-_NOT_STARTED = (RecordState.UNCONFIRMED, RecordState.KICKOFF_FAILED, RecordState.MAY_HAVE_STARTED)
-_PENDING_WORDS = ("pending_human_input", "pending human input", "awaiting_human_input", "paused")
 
 
 class NoAnswerYet(Exception):
@@ -221,16 +225,16 @@ class RunTracker:
         assert record.kickoff_id is not None
         crew = self.registry.get(record.crew)
         upstream = merge_status(record.status, await crew.client.status(record.kickoff_id))
-        if _changed(record, upstream, self.clock.now()):
+        if changed(record, upstream, self.clock.now()):
             saved = await self.ledger.save_status(record.kickoff_id, upstream, now=self.clock.now())
             if saved is not None:
-                notify = _state_changed(record, upstream)
-                shown_now = _merge_pending(saved.status or upstream, saved)
+                notify = state_changed(record, upstream)
+                shown_now = merge_pending(saved.status or upstream, saved)
                 await self._publish(Change(record.kickoff_id, saved, shown_now, notify=notify))
                 if notify:
                     self._paused(saved)
                 return Observation(shown_now, saved)
-        observation = Observation(_merge_pending(upstream, record), record)
+        observation = Observation(merge_pending(upstream, record), record)
         self._note(record.kickoff_id, observation)
         return observation
 
@@ -245,14 +249,14 @@ class RunTracker:
         payload = self.registry.get(record.crew).client.redact(payload)  # a crew may echo its token
         saved: RunRecord | None = None
         status: ExecutionStatus | None = None
-        if _is_human_request(kind, payload):
-            task_id = _text(payload.get("task_id") or payload.get("name")) or "unknown"
-            pending = PendingHumanInput(task_id=task_id, output=_text(payload.get("output")), since=self.clock.now())
+        if is_human_request(kind, payload):
+            task_id = text_of(payload.get("task_id") or payload.get("name")) or "unknown"
+            pending = PendingHumanInput(task_id=task_id, output=text_of(payload.get("output")), since=self.clock.now())
             saved = await self.ledger.set_pending(kickoff_id, pending, now=self.clock.now())
             if saved is not None:
                 self._paused(saved)
         elif kind == "crew":
-            status = _crew_webhook_status(kickoff_id, payload)
+            status = crew_webhook_status(kickoff_id, payload)
             saved = await self.ledger.save_status(kickoff_id, status, now=self.clock.now())
         # What the ledger made of it (merged), never the bare webhook: it carries no progress.
         await self._publish(Change(kickoff_id, saved, shown(saved) if saved is not None else None, poke=True))
@@ -386,72 +390,3 @@ def _not_found(kickoff_id: str) -> e.RunNotFoundError:
         f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
         "Call list_executions to see your runs (kickoff_ids are case-sensitive)."
     )
-
-
-def live(record: RunRecord) -> bool:
-    """True when the run's crew may still have news: it was started and has not finished."""
-    if record.kickoff_id is None or record.state in _NOT_STARTED:
-        return False
-    return record.status is None or not record.status.terminal
-
-
-def shown(record: RunRecord) -> ExecutionStatus:
-    """The status to show from the ledger alone: the last one read (with a webhook's pause merged), or the record's
-    own state when the crew was never asked."""
-    if record.status is not None:
-        return _merge_pending(record.status, record)
-    try:
-        state = ExecutionState(record.state.value)
-    except ValueError:  # unconfirmed, kickoff_failed or may_have_started: nothing upstream to show
-        state = ExecutionState.UNKNOWN
-    return ExecutionStatus(kickoff_id=record.kickoff_id or record.request_id, state=state, pending=record.pending)
-
-
-def _changed(record: RunRecord, status: ExecutionStatus, now: datetime) -> bool:
-    """True when ``status`` says something the ledger does not have yet (ignoring the raw body's timestamps)."""
-    last = record.status
-    if last is None or record.status_fetched_at is None or record.state.value != status.state.value:
-        return True
-    if now - record.status_fetched_at > timedelta(seconds=RESAVE_AFTER):
-        return True
-    return last.model_dump(exclude={"raw"}) != status.model_dump(exclude={"raw"})
-
-
-def _state_changed(record: RunRecord, status: ExecutionStatus) -> bool:
-    """True when subscribers should hear about it: the state, the progress or the pending task moved."""
-    last = record.status
-    if last is None:
-        return True
-    return (last.state, last.progress, last.pending) != (status.state, status.progress, status.pending)
-
-
-def _merge_pending(status: ExecutionStatus, record: RunRecord) -> ExecutionStatus:
-    """What to show: the ledger's pause (announced by webhook, which the documented status shape never reports)
-    holds while the status API still says "running"; the ledger decides when it ends (see ``apply_status``)."""
-    waiting = record.state is RecordState.WAITING_FOR_HUMAN and record.pending is not None
-    if not waiting or status.state is not ExecutionState.RUNNING:
-        return status
-    return status.model_copy(update={"state": ExecutionState.WAITING_FOR_HUMAN, "pending": record.pending})
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _is_human_request(kind: str, payload: dict[str, Any]) -> bool:
-    if kind == "human":
-        return True
-    status = str(payload.get("status") or payload.get("event") or "").lower()
-    return kind == "task" and any(w in status for w in _PENDING_WORDS)
-
-
-def _crew_webhook_status(kickoff_id: str, payload: dict[str, Any]) -> ExecutionStatus:
-    """The final status a crew webhook reports (its ``status`` word, else success)."""
-    body = {key: payload.get(key) for key in ("result", "result_json", "error", "token_usage")}
-    body["state"] = str(payload.get("status") or "SUCCESS")
-    status = normalize_status(kickoff_id, body)
-    if status.state is ExecutionState.UNKNOWN:
-        status = normalize_status(kickoff_id, {**body, "state": "SUCCESS"})
-    return status

@@ -1,7 +1,7 @@
 """The MCP server: :func:`build_server` assembles tools, resources and a prompt over a running service.
 
 The service itself (crews, ledger, poll loops) lives in the server's lifespan, opened by
-:func:`crew_mcp.service.open_service`. Tool input schemas are flat (no ``anyOf``) so every host accepts
+:func:`crew_mcp.assembly.open_service`. Tool input schemas are flat (no ``anyOf``) so every host accepts
 them, and output schemas are published portable (see :mod:`crew_mcp.schema`).
 """
 
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from . import __version__
 from .apps import RunCard
 from .arguments import describe_invalid_arguments
+from .assembly import open_service
 from .boundary import caller
 from .calls import RequestScope
 from .cancel import register_cancel_tool
@@ -32,7 +33,7 @@ from .fleet.http import request_state_security
 from .resources import register_resources
 from .runtime import Runtime
 from .schema import portable, valid_defaults
-from .service import CrewService, open_service
+from .service import CrewService
 from .settings import Settings
 from .stdio import screened_stdio
 from .tools import register_tools
@@ -42,7 +43,7 @@ from .views import execution_uri
 __all__ = ["Runtime", "ServiceOpener", "build_server"]
 
 ServiceOpener = Callable[..., AbstractAsyncContextManager[CrewService]]
-""":func:`~crew_mcp.service.open_service`, or the same with some of its arguments bound (tests)."""
+""":func:`~crew_mcp.assembly.open_service`, or the same with some of its arguments bound (tests)."""
 
 INSTRUCTIONS = """crew-mcp runs CrewAI crews. Typical flow: list_crews → list_inputs(crew) →
 kickoff_crew(crew, inputs) → get_status(kickoff_id, wait_seconds={wait}) until the run completes.

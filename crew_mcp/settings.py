@@ -13,21 +13,24 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
 )
 
 from .auth.config import AuthConfig
+from .crewconfig import (
+    CrewConfig,
+    InputConfig,
+    StrictModel,
+    TimeoutConfig,
+)
 from .errors import ConfigError
 
 __all__ = ["AuthConfig", "CrewConfig", "InputConfig", "Settings", "TimeoutConfig", "load_settings"]
@@ -37,70 +40,11 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "CREW_MCP_"
 OFFICIAL_URL_ENV = "MCP_CREWAI_ENTERPRISE_SERVER_URL"
 OFFICIAL_TOKEN_ENV = "MCP_CREWAI_ENTERPRISE_BEARER_TOKEN"  # noqa: S105 - a variable name, not a secret
-CREW_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 NOTIFY_SECRET_MIN = 16
 """The shortest reviewer-notice signing secret accepted."""
 
-_JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array")
-JSONValue = Annotated[Any, WithJsonSchema({"anyOf": [{"type": t} for t in _JSON_TYPES]})]
-"""Any TOML/JSON value (a default or an example); declared with its types so schemas never say "anything"."""
-InputType = Literal["string", "integer", "number", "boolean", "object", "array"]
-StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class InputConfig(_Strict):
-    """What is known about one crew input beyond its name (AMP's ``/inputs`` gives names only)."""
-
-    description: str = ""
-    type: InputType = "string"
-    enum: list[str] | None = None
-    default: JSONValue = None
-    example: JSONValue = None
-    required: bool = True
-
-
-class TimeoutConfig(_Strict):
-    """Per-crew HTTP timeouts in seconds."""
-
-    connect: float = Field(default=5.0, gt=0)
-    read: float = Field(default=30.0, gt=0)
-    total: float = Field(default=60.0, gt=0)
-
-
-class CrewConfig(_Strict):
-    """One configured crew deployment."""
-
-    name: str
-    url: str
-    token: SecretStr | None = None
-    description: str = ""
-    inputs: dict[str, InputConfig] = Field(default_factory=dict)
-    status_path: StatusPathMode = "auto"
-    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
-    allow_extra_inputs: bool = False
-    typed_tool: bool | None = None
-    simulated: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not CREW_NAME_RE.match(v):
-            raise ValueError("must be lower-case letters, digits and '_', starting with a letter (at most 48)")
-        return v
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must be an http:// or https:// URL")
-        return v.rstrip("/")
-
-
-class Settings(_Strict):
+class Settings(StrictModel):
     """Everything crew-mcp can be configured with. See the README's configuration reference."""
 
     crews: list[CrewConfig] = Field(default_factory=list)

@@ -26,11 +26,12 @@ from mcp.client.session import ClientRequestContext
 from mcp.types import ElicitRequestParams, ElicitResult, TextResourceContents
 from starlette.applications import Starlette
 
+from crew_mcp.assembly import open_service
 from crew_mcp.clock import Clock, ManualClock
 from crew_mcp.ledger import Ledger, open_ledger
 from crew_mcp.runtime import Runtime
 from crew_mcp.server import ServiceOpener, build_server
-from crew_mcp.service import CrewService, open_service
+from crew_mcp.service import CrewService
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import CrewSpec, Simulator, TaskSpec
 from crew_mcp.webhooks import webhook_routes

@@ -29,13 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from crew_mcp.assembly import open_service
 from crew_mcp.clock import ManualClock
 from crew_mcp.errors import ConfigError
 from crew_mcp.identity import Caller
 from crew_mcp.ledger import RunRecord, open_ledger
 from crew_mcp.models import PendingHumanInput
 from crew_mcp.notices import ReviewNotice, slack_message, verify
-from crew_mcp.service import CrewService, open_service
+from crew_mcp.service import CrewService
 from crew_mcp.settings import Settings, load_settings
 from crew_mcp.simulator import Simulator, builtin_crews, serve_app
 

@@ -22,11 +22,11 @@ import pytest
 from hitl_support import OWNER, loopback_socket, serve_on
 
 from crew_mcp.app import build_app
+from crew_mcp.assembly import open_service
 from crew_mcp.ledger import open_ledger
 from crew_mcp.ledger.memory import MemoryLedger
 from crew_mcp.ops import Readiness
 from crew_mcp.runtime import Runtime
-from crew_mcp.service import open_service
 from crew_mcp.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

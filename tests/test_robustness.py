@@ -12,6 +12,7 @@ from hitl_support import OWNER, in_memory
 from mcp import Client
 from starlette.applications import Starlette
 
+from crew_mcp.assembly import open_service
 from crew_mcp.errors import CrewMCPError, LedgerError
 from crew_mcp.identity import Caller
 from crew_mcp.ledger import Ledger, RecordState, RunRecord, open_ledger
@@ -19,7 +20,7 @@ from crew_mcp.ledger.memory import MemoryLedger
 from crew_mcp.models import ExecutionState
 from crew_mcp.normalize import normalize_status
 from crew_mcp.server import build_server
-from crew_mcp.service import CrewService, open_service
+from crew_mcp.service import CrewService
 from crew_mcp.settings import CrewConfig, InputConfig, Settings
 from crew_mcp.simulator import Simulator
 from crew_mcp.watch import Observation, StatusHub

@@ -1,17 +1,7 @@
 """A ledger in Redis, shared by every replica of the server (``redis://host:6379/0?prefix=crew-mcp:``).
 
 The ``redis`` package is optional (``pip install crew-mcp[redis]``) and imported only when a Redis ledger
-is opened. Keys, all under the prefix:
-
-```text
-run:{request_id}                     the record as JSON
-kickoff:{kickoff_id}                 → request_id
-idx:created / idx:updated            every request_id, scored by created_at / updated_at (µs)
-idx:owner:{owner}                    the owner's request_ids, scored by created_at
-idx:conv:{owner}:{conversation_id}   one conversation's, scored by created_at
-idx:state:{owner}:{state}            the owner's records in one state, scored by created_at
-idx:anystate:{state}                 every owner's records in one state (what approvers review), by created_at
-```
+is opened. The keys, all under a prefix, are laid out in :mod:`crew_mcp.ledger.redis_keys`.
 
 Every change is a read-modify-write under ``WATCH``/``MULTI``: when two replicas update one record at
 once, one transaction fails and is replayed on the fresh record, so no write is lost.
@@ -25,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import stamina
 from pydantic import ValidationError
@@ -43,10 +33,10 @@ from crew_mcp.ledger.records import (
     micros,
     utcnow,
 )
+from crew_mcp.ledger.redis_keys import INSERT_SCRIPT, KeySpace, glob_escape, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.asyncio.client import Pipeline
 
 __all__ = ["DEFAULT_PREFIX", "RedisLedger", "redact_url"]
 
@@ -55,38 +45,7 @@ DEFAULT_PREFIX = "crew-mcp:"
 
 _WATCH_ATTEMPTS = 50
 
-# ARGV: idx:created, idx:updated, then 10 per record: run key, kickoff key or "", owner, conversation, state and
-# any-owner state index keys, request_id, created µs, updated µs, JSON. Checks all before writing: all or nothing.
-_INSERT_SCRIPT = """
-local created, updated = ARGV[1], ARGV[2]
-for b = 3, #ARGV, 10 do
-  if redis.call('EXISTS', ARGV[b]) == 1 then return redis.error_reply('DUPLICATE request id') end
-  if ARGV[b + 1] ~= '' and redis.call('EXISTS', ARGV[b + 1]) == 1 then
-    return redis.error_reply('DUPLICATE kickoff id')
-  end
-end
-for b = 3, #ARGV, 10 do
-  local rid = ARGV[b + 6]
-  redis.call('SET', ARGV[b], ARGV[b + 9])
-  if ARGV[b + 1] ~= '' then redis.call('SET', ARGV[b + 1], rid) end
-  for i = 2, 5 do redis.call('ZADD', ARGV[b + i], ARGV[b + 7], rid) end
-  redis.call('ZADD', created, ARGV[b + 7], rid)
-  redis.call('ZADD', updated, ARGV[b + 8], rid)
-end
-return #ARGV
-"""
 _CHUNK = 500
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (and without its query), fit for messages and logs."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class RedisLedger(LedgerBase):
@@ -103,11 +62,12 @@ class RedisLedger(LedgerBase):
 
         self._r = client
         self._prefix = prefix
+        self._keys = KeySpace(prefix)
         self._where = where
         self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self._watch_error = redis.exceptions.WatchError
         self._response_error = redis.exceptions.ResponseError
-        self._insert = client.register_script(_INSERT_SCRIPT)
+        self._insert = client.register_script(INSERT_SCRIPT)
         self._secret: str | None = None
         self._closed = False
 
@@ -174,8 +134,8 @@ class RedisLedger(LedgerBase):
         check_prune_args(max_age, max_count)
         cutoff = micros((now or utcnow()) - max_age)
         async with self._guard():
-            old = _strs(await self._r.zrangebyscore(self._k("idx:updated"), "-inf", f"({cutoff}"))
-            surplus = set(_strs(await self._r.zrevrange(self._k("idx:created"), max_count, -1)))
+            old = _strs(await self._r.zrangebyscore(self._keys.k("idx:updated"), "-inf", f"({cutoff}"))
+            surplus = set(_strs(await self._r.zrevrange(self._keys.k("idx:created"), max_count, -1)))
             doomed = sorted(set(old) | surplus)
             removed = 0
             for i in range(0, len(doomed), _CHUNK):
@@ -194,8 +154,8 @@ class RedisLedger(LedgerBase):
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None (also when it belongs to another owner)."""
         async with self._guard():
-            request_id = _str(await self._r.get(self._k("kickoff:", kickoff_id)))
-            raw = _str(await self._r.get(self._k("run:", request_id))) if request_id else None
+            request_id = _str(await self._r.get(self._keys.k("kickoff:", kickoff_id)))
+            raw = _str(await self._r.get(self._keys.k("run:", request_id))) if request_id else None
         record = self._load(raw) if raw else None
         if record is None or (owner is not None and record.owner != owner):
             return None
@@ -204,7 +164,7 @@ class RedisLedger(LedgerBase):
     async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a kickoff request, or None (also when it belongs to another owner)."""
         async with self._guard():
-            raw = _str(await self._r.get(self._k("run:", request_id)))
+            raw = _str(await self._r.get(self._keys.k("run:", request_id)))
         record = self._load(raw) if raw else None
         return record if record is not None and owner in (None, record.owner) else None
 
@@ -221,13 +181,13 @@ class RedisLedger(LedgerBase):
         if limit <= 0:
             return []
         if owner is None:
-            index = self._k("idx:anystate:", str(state)) if state is not None else self._k("idx:created")
+            index = self._keys.k("idx:anystate:", str(state)) if state is not None else self._keys.k("idx:created")
         elif conversation_id is not None:
-            index = self._k("idx:conv:", owner, conversation_id)
+            index = self._keys.k("idx:conv:", owner, conversation_id)
         elif state is not None:
-            index = self._k("idx:state:", owner, str(state))
+            index = self._keys.k("idx:state:", owner, str(state))
         else:
-            index = self._k("idx:owner:", owner)
+            index = self._keys.k("idx:owner:", owner)
         # Exact: the index alone decides what matches, so a page of ``limit`` is enough.
         if owner is None:
             exact = crew is None and conversation_id is None
@@ -241,7 +201,7 @@ class RedisLedger(LedgerBase):
                 ids = _strs(await self._r.zrevrange(index, start, start + page - 1))
                 if not ids:
                     break
-                raws = [_str(v) for v in await self._r.mget([self._k("run:", rid) for rid in ids])]
+                raws = [_str(v) for v in await self._r.mget([self._keys.k("run:", rid) for rid in ids])]
                 for raw in raws:
                     record = self._load(raw) if raw else None
                     if record is not None and matches(
@@ -258,28 +218,14 @@ class RedisLedger(LedgerBase):
 
     async def pending_count(self) -> int:
         """How many runs of every owner wait for a human decision (every owner's waiting index, scanned)."""
-        pattern = _glob_escape(self._prefix) + "idx:state:*:" + RecordState.WAITING_FOR_HUMAN.value
+        pattern = glob_escape(self._prefix) + "idx:state:*:" + RecordState.WAITING_FOR_HUMAN.value
         count = 0
         async with self._guard():
             async for key in self._r.scan_iter(match=pattern, count=500):
                 ids = _strs(await self._r.zrange(key, 0, -1))
-                raws = [_str(v) for v in await self._r.mget([self._k("run:", rid) for rid in ids])] if ids else []
+                raws = [_str(v) for v in await self._r.mget([self._keys.k("run:", rid) for rid in ids])] if ids else []
                 count += sum(1 for raw in raws if raw and is_pending_approval(self._load(raw)))
         return count
-
-    def _k(self, kind: str, *parts: str) -> str:
-        """A key: ``kind`` then the parts, each percent-encoded so a ``:`` in an owner cannot collide."""
-        return self._prefix + kind + ":".join(quote(p, safe="") for p in parts)
-
-    def _index_keys(self, record: RunRecord) -> tuple[str, str, str, str]:
-        """The owner, conversation, state and any-owner state indexes of ``record`` (the last two move with its
-        state)."""
-        return (
-            self._k("idx:owner:", record.owner),
-            self._k("idx:conv:", record.owner, record.conversation_id),
-            self._k("idx:state:", record.owner, record.state.value),
-            self._k("idx:anystate:", record.state.value),
-        )
 
     def _load(self, raw: str) -> RunRecord:
         try:
@@ -321,7 +267,7 @@ class RedisLedger(LedgerBase):
 
     async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
         async with self._guard():
-            request_id = _str(await self._r.get(self._k("kickoff:", kickoff_id)))
+            request_id = _str(await self._r.get(self._keys.k("kickoff:", kickoff_id)))
             if request_id is None:
                 return None
             return await self._update(request_id, change)
@@ -330,9 +276,9 @@ class RedisLedger(LedgerBase):
         self, request_id: str, change: Callable[[RunRecord], RunRecord], kickoff_id: str | None = None
     ) -> RunRecord | None:
         async def attempt() -> RunRecord | None:
-            key = self._k("run:", request_id)
+            key = self._keys.k("run:", request_id)
             async with self._r.pipeline(transaction=True) as pipe:
-                watched = [key] if kickoff_id is None else [key, self._k("kickoff:", kickoff_id)]
+                watched = [key] if kickoff_id is None else [key, self._keys.k("kickoff:", kickoff_id)]
                 await pipe.watch(*watched)
                 raw = _str(await pipe.get(key))
                 if raw is None:
@@ -340,11 +286,11 @@ class RedisLedger(LedgerBase):
                 old = self._load(raw)
                 new = change(old)
                 if kickoff_id is not None and new.kickoff_id != old.kickoff_id:
-                    holder = _str(await pipe.get(self._k("kickoff:", kickoff_id)))
+                    holder = _str(await pipe.get(self._keys.k("kickoff:", kickoff_id)))
                     if holder is not None and holder != request_id:
                         raise LedgerError(f"A run record with kickoff id {kickoff_id!r} already exists.")
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.multi unannotated
-                self._write(pipe, new, old)
+                self._keys.write(pipe, new, old)
                 await pipe.execute()
                 return new
 
@@ -357,12 +303,12 @@ class RedisLedger(LedgerBase):
         kickoffs = [r.kickoff_id for r in records if r.kickoff_id is not None]
         if len(set(rids)) != len(rids) or len(set(kickoffs)) != len(kickoffs):
             raise LedgerError("The same request id or kickoff id appears twice in one batch of run records.")
-        args: builtins.list[str | int] = [self._k("idx:created"), self._k("idx:updated")]
+        args: builtins.list[str | int] = [self._keys.k("idx:created"), self._keys.k("idx:updated")]
         for r in records:
             args += [
-                self._k("run:", r.request_id),
-                self._k("kickoff:", r.kickoff_id) if r.kickoff_id is not None else "",
-                *self._index_keys(r),
+                self._keys.k("run:", r.request_id),
+                self._keys.k("kickoff:", r.kickoff_id) if r.kickoff_id is not None else "",
+                *self._keys.indexes(r),
                 r.request_id,
                 micros(r.created_at),
                 micros(r.updated_at),
@@ -376,25 +322,8 @@ class RedisLedger(LedgerBase):
                 raise LedgerError(f"A run record with this {what} already exists.") from None
             raise
 
-    def _write(self, pipe: Pipeline, new: RunRecord, old: RunRecord | None) -> None:
-        """Queue the commands that store ``new`` (replacing ``old``) and keep every index in step."""
-        rid = new.request_id
-        created = micros(new.created_at)
-        pipe.set(self._k("run:", rid), new.model_dump_json())
-        pipe.zadd(self._k("idx:updated"), {rid: micros(new.updated_at)})
-        if new.kickoff_id is not None and (old is None or old.kickoff_id != new.kickoff_id):
-            pipe.set(self._k("kickoff:", new.kickoff_id), rid)
-        if old is None:
-            pipe.zadd(self._k("idx:created"), {rid: created})
-            for index in self._index_keys(new):
-                pipe.zadd(index, {rid: created})
-        elif old.state is not new.state:
-            for before, after in zip(self._index_keys(old)[2:], self._index_keys(new)[2:], strict=True):
-                pipe.zrem(before, rid)
-                pipe.zadd(after, {rid: created})
-
     async def _delete_chunk(self, request_ids: Sequence[str], surplus: set[str], cutoff: int) -> int:
-        keys = [self._k("run:", rid) for rid in request_ids]
+        keys = [self._keys.k("run:", rid) for rid in request_ids]
         async with self._r.pipeline(transaction=True) as pipe:
             await pipe.watch(*keys)
             raws = [_str(v) for v in await pipe.mget(keys)]
@@ -404,15 +333,15 @@ class RedisLedger(LedgerBase):
                 record = self._load(raw) if raw else None
                 if record is not None and rid not in surplus and micros(record.updated_at) >= cutoff:
                     continue  # updated by another replica since the index was read
-                pipe.zrem(self._k("idx:created"), rid)
-                pipe.zrem(self._k("idx:updated"), rid)
+                pipe.zrem(self._keys.k("idx:created"), rid)
+                pipe.zrem(self._keys.k("idx:updated"), rid)
                 if record is None:
                     continue
                 removed += 1
-                pipe.delete(self._k("run:", rid))
+                pipe.delete(self._keys.k("run:", rid))
                 if record.kickoff_id is not None:
-                    pipe.delete(self._k("kickoff:", record.kickoff_id))
-                for index in self._index_keys(record):
+                    pipe.delete(self._keys.k("kickoff:", record.kickoff_id))
+                for index in self._keys.indexes(record):
                     pipe.zrem(index, rid)
             await pipe.execute()
             return removed
@@ -429,8 +358,3 @@ def _str(value: object) -> str | None:
 
 def _strs(values: Iterable[object]) -> builtins.list[str]:
     return [s for v in values if (s := _str(v)) is not None]
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by a Redis ``SCAN MATCH`` pattern."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -13,7 +13,6 @@ as JSON (what is read back, so records round-trip exactly). The schema version i
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sqlite3
 import threading
@@ -38,8 +37,10 @@ from crew_mcp.ledger.records import (
     micros,
     utcnow,
 )
+from crew_mcp.ledger.sqlite_schema import SCHEMA_VERSION, migrate
 
 __all__ = ["DEFAULT_BUSY_RETRIES", "DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteLedger", "migrate"]
+
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a statement waits for another process's write lock before SQLite reports it busy."""
@@ -53,91 +54,6 @@ _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _COLUMNS = "request_id, kickoff_id, owner, conversation_id, crew, state, created_at, updated_at, data"
 _ORDER = "ORDER BY created_at DESC, request_id DESC"
-
-
-def _v1_create_runs(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE runs ("
-        " request_id TEXT PRIMARY KEY, kickoff_id TEXT UNIQUE, owner TEXT NOT NULL,"
-        " conversation_id TEXT NOT NULL, crew TEXT NOT NULL, state TEXT NOT NULL,"
-        " created_at INTEGER NOT NULL, data TEXT NOT NULL)"
-    )
-    conn.execute("CREATE INDEX runs_by_conversation ON runs (owner, conversation_id, created_at)")
-
-
-def _v2_add_updated_at(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE runs ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0")
-    rows = conn.execute("SELECT request_id, data FROM runs").fetchall()
-    conn.executemany(
-        "UPDATE runs SET updated_at = ? WHERE request_id = ?",
-        [(micros(datetime.fromisoformat(json.loads(data)["updated_at"])), rid) for rid, data in rows],
-    )
-    conn.execute("CREATE INDEX runs_by_owner ON runs (owner, created_at)")
-    conn.execute("CREATE INDEX runs_by_state ON runs (owner, state, created_at)")
-    conn.execute("CREATE INDEX runs_by_created ON runs (created_at)")
-    conn.execute("CREATE INDEX runs_by_updated ON runs (updated_at)")
-
-
-def _v3_may_have_started(conn: sqlite3.Connection) -> None:
-    """Uncertain kickoffs used to be stored as ``kickoff_failed`` with "a run may have started" in their error: give
-    them the state that says so, so they are never taken for failed-and-safe."""
-    rows = conn.execute("SELECT request_id, data FROM runs WHERE state = 'kickoff_failed'").fetchall()
-    for request_id, data in rows:
-        record = json.loads(data)
-        if "may have started" in str(record.get("error") or ""):
-            record["state"] = "may_have_started"
-            conn.execute(
-                "UPDATE runs SET state = 'may_have_started', data = ? WHERE request_id = ?",
-                (json.dumps(record), request_id),
-            )
-
-
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _v1_create_runs,
-    _v2_add_updated_at,
-    _v3_may_have_started,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-"""The ``PRAGMA user_version`` this code writes; step ``n`` of the migrations moves a file from ``n`` to ``n+1``."""
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the file's schema to :data:`SCHEMA_VERSION` in one transaction; return the version found.
-
-    Safe when several processes open a new file at once: the version is re-read under the write lock.
-
-    Raises:
-        LedgerError: the file was written by a newer crew-mcp.
-        sqlite3.Error: the file could not be read or written.
-    """
-    found = _user_version(conn)
-    if found == SCHEMA_VERSION:
-        return found
-    _check_version(found)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        found = _user_version(conn)
-        _check_version(found)
-        for step in _MIGRATIONS[found:]:
-            step(conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.rollback()
-        raise
-    return found
-
-
-def _user_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _check_version(found: int) -> None:
-    if found > SCHEMA_VERSION:
-        raise LedgerError(
-            f"The ledger file has schema version {found}, newer than this crew-mcp understands ({SCHEMA_VERSION}); "
-            "upgrade crew-mcp or point it at another ledger file."
-        )
 
 
 PRUNE_BATCH = 1000
