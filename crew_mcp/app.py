@@ -7,7 +7,7 @@ have the same Host/Origin checks, body limit and authentication as ``/mcp`` and 
 With ``CREW_MCP_AUTH=oauth|keys`` the MCP endpoints are a protected resource (see :mod:`crew_mcp.auth` and
 docs/auth.md): tokens are verified, RFC 9728 metadata is published, scopes and the per-principal limits are
 enforced; without authentication only loopback addresses are served. ``/healthz`` stays open; webhooks keep their
-own per-execution secrets.
+own per-execution secrets. The approvals inbox (:mod:`crew_mcp.inbox`) is served at ``/approvals``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from .auth.wiring import is_loopback
 from .errors import ConfigError
+from .inbox.app import build_inbox
 from .runtime import Runtime
 from .server import ServiceOpener, build_server
 from .service import open_service
@@ -105,6 +106,9 @@ def build_app(
         max_request_body_size=limits.max_body_bytes,
     )
 
+    # Approvals inbox (issue 13, crew_mcp/inbox/, docs/inbox.md): /approvals, mounted before the MCP app.
+    inbox = build_inbox(settings, host=host, runtime=runtime, http=http, verifier=verifier)
+
     async def healthz(_: Request) -> Response:
         ready = runtime.service is not None
         return JSONResponse(
@@ -117,12 +121,16 @@ def build_app(
             async with mcp.session_manager.run():
                 yield
         finally:
+            if inbox is not None:
+                await inbox.aclose()
             if http is not None:
                 await http.aclose()
 
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *protected_resource_routes(config)]
     if webhook_base is not None:
         routes += webhook_routes(lambda: runtime.service)
+    if inbox is not None:
+        routes += inbox.routes
     routes.append(Mount("/", app=mcp_app))
     app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
     if verifier is None:
