@@ -18,7 +18,7 @@ from ..settings import Settings
 from .api import InboxAPI
 from .context import INBOX_PATH, InboxContext
 from .oauth import OAuthSignIn
-from .pages import static_file
+from .pages import render_signin, static_file
 from .security import WebGuard
 from .sessions import Sessions
 from .signin import SignIn
@@ -76,6 +76,8 @@ def build_inbox(
             # DNS rebinding: a foreign Host gets nothing, not even a session for the local user.
             if not guard.host_ok(request):
                 return WebGuard.protect(Response("Invalid Host header", status_code=421, media_type="text/plain"))
+            if guard.problem and handler is not static_file:
+                return render_signin(status=503, mode="none", message=guard.problem, tone="danger")
             return await handler(request)
 
         return endpoint

@@ -51,6 +51,7 @@ class WebGuard:
     public_origin: str | None
     loopback: bool
     secure: bool
+    problem: str = ""
 
     @classmethod
     def of(cls, public_url: str | None, host: str) -> WebGuard:
@@ -62,7 +63,14 @@ class WebGuard:
             origin = f"{parts.scheme}://{parts.netloc.lower().rpartition('@')[2]}"
         loopback = is_loopback(host)
         secure = not loopback or (public_url or "").startswith("https://")
-        return cls(hosts, origin, loopback, secure)
+        problem = ""
+        if not loopback and not (public_url or "").startswith("https://"):
+            # A session cookie over plain http to another machine could be read on the way: the inbox refuses.
+            problem = (
+                "The approvals inbox needs HTTPS when it is reached from other machines: set CREW_MCP_PUBLIC_URL to "
+                "the https:// address people use (a reverse proxy can terminate TLS)."
+            )
+        return cls(hosts, origin, loopback, secure, problem)
 
     @property
     def session_cookie(self) -> str:
