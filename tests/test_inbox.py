@@ -150,7 +150,13 @@ async def test_sign_out_ends_the_session_server_side(oauth_provider: OAuthProvid
         # Signing out is a POST like any other: without the page's token it is refused.
         refused = await browser.post("/approvals/logout", data={}, headers={"Origin": d.root})
         assert refused.status_code == 403
-        out = await browser.post("/approvals/logout", data={"csrf_token": token}, headers={"Origin": d.root})
+        # A form post under no-referrer carries "Origin: null": only a browser's own Sec-Fetch-Site vouches for it.
+        for headers in ({"Origin": "null"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"}, {}):
+            nulled = await browser.post("/approvals/logout", data={"csrf_token": token}, headers=headers)
+            assert nulled.status_code == 403, headers
+        same = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+        assert (await state(browser))["viewer"]["name"] == "alice"
+        out = await browser.post("/approvals/logout", data={"csrf_token": token}, headers=same)
         assert out.status_code == 303 and out.headers["location"] == "/approvals/login?signed_out=1"
         assert "max-age=0" in attributes(cookie_header(out, "crew_mcp_inbox"))
         signed_out = await browser.get(out.headers["location"])

@@ -3,7 +3,8 @@
 * **Host** must be one of the MCP endpoint's allowed hosts (:func:`crew_mcp.auth.transport_security`): a page
   reached through DNS rebinding gets 421, before anything is read or created.
 * **Origin** of every POST must be the public URL's origin (or, on a loopback bind, this very loopback origin).
-  A POST without an Origin is refused too: every browser sends one on POST.
+  A POST without one (``Origin: null``, as no-referrer form posts send) passes only with ``Sec-Fetch-Site:
+  same-origin``; a POST with neither is refused.
 * **CSRF**: every POST carries the session's synchronizer token (``X-CSRF-Token`` header or ``csrf_token`` form
   field), compared in constant time. SameSite=Lax alone would not do: sites ignore ports, so another web app on
   this machine (127.0.0.1:3000) is "same-site" with the inbox (127.0.0.1:8000) and its POSTs carry the cookie.
@@ -93,10 +94,15 @@ class WebGuard:
         return False
 
     def origin_ok(self, request: Request) -> bool:
-        """Whether a POST comes from the inbox's own origin."""
+        """Whether a POST comes from the inbox's own origin.
+
+        Under ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` on a form post, even a same-origin one
+        (the sign-in and sign-out forms). Such a post passes only with ``Sec-Fetch-Site: same-origin``, a header
+        pages cannot set; a sandboxed frame elsewhere also sends ``Origin: null``, but never that.
+        """
         origin = request.headers.get("origin")
-        if not origin:
-            return False
+        if origin in (None, "", "null"):
+            return request.headers.get("sec-fetch-site") == "same-origin"
         if self.public_origin is not None and origin.lower() == self.public_origin:
             return True
         # On a loopback bind the page may be opened at http://127.0.0.1:<port> as well as at the public URL.
