@@ -76,7 +76,7 @@
     return Object.values(inputs || {}).filter(Boolean).join(" · ").slice(0, 90);
   }
 
-  function progressEl(p) {
+  function progressEl(p, live) {
     if (!p || !p.total) return null;
     const done = Math.min(p.completed || 0, p.total);
     const bar = el("div", "bar");
@@ -90,7 +90,7 @@
     bar.append(fill);
     if (done === p.total) bar.dataset.tone = "ok";
     const words = [`${done} of ${p.total} tasks done`];
-    if (p.current_task) words.push(`now: ${p.current_task}${p.current_agent ? ` by ${p.current_agent}` : ""}`);
+    if (live && p.current_task) words.push(`now: ${p.current_task}${p.current_agent ? ` by ${p.current_agent}` : ""}`);
     return el("div", "progress", bar, text("p", "", words.join(" · ")));
   }
 
@@ -302,7 +302,7 @@
     const header = head(eyebrow, p.crew, `Task ${p.task_id} · ${owner} · waiting since ${clock(p.waiting_since)} · run ${p.kickoff_id}`, tag);
     header.querySelector("h2").id = "review-title";
     const body = el("div", "card-body");
-    const progress = progressEl(p.progress);
+    const progress = progressEl(p.progress, true);
     if (progress) body.append(progress);
     if (Object.keys(p.inputs).length) {
       const box = el("details", "box", text("summary", "", `Inputs (${Object.keys(p.inputs).length})`), el("div", "inner", kv(p.inputs)));
@@ -370,7 +370,7 @@
     const about = inputsLine(r.inputs);
     const started = `${about ? `${about} · ` : ""}started ${clock(r.created_at)} · run ${r.kickoff_id}`;
     const body = el("div", "card-body");
-    const progress = progressEl(r.progress);
+    const progress = progressEl(r.progress, r.state === "running");
     if (progress) body.append(progress);
     if (r.result) {
       const output = el("div", "md output", renderMarkdown(r.result));
@@ -402,6 +402,7 @@
 
   function renderHistory(events) {
     $("history-empty").hidden = events.length > 0;
+    $("history-list").hidden = events.length === 0;
     $("history-list").replaceChildren(...events.map((e) => {
       const mark = text("span", "mark", e.kind === "stop" ? "■" : e.approve ? "✓" : "↺");
       mark.dataset.tone = e.kind === "stop" ? "stop" : e.approve ? "ok" : "danger";
@@ -409,7 +410,14 @@
       const li = el("li", "", mark, el("span", "what", ...eventLine(e)), timeEl(e.at));
       const why = el("div", "why");
       if (e.feedback) why.append(el("q", "", e.feedback), " · ");
-      why.append(`run ${e.kickoff_id}`);
+      const known = data.runs.some((r) => r.kickoff_id === e.kickoff_id) || data.pending.some((p) => p.kickoff_id === e.kickoff_id);
+      if (known) {
+        const open = button(`run ${e.kickoff_id}`, "link", () => { select(e.kickoff_id, true); $("detail").scrollIntoView({ behavior: "smooth" }); });
+        open.setAttribute("aria-label", `Show run ${e.kickoff_id}`);
+        why.append(open);
+      } else {
+        why.append(`run ${e.kickoff_id}`);
+      }
       li.append(why);
       return li;
     }));
