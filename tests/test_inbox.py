@@ -475,3 +475,26 @@ async def test_a_provider_that_cannot_be_used_gets_a_sentence_saying_what_to_con
         async with serve_inbox(tmp_path / "b", "oauth", provider=provider, env=env) as d, d.browser() as browser:
             answer = await browser.get("/approvals/login/start")
             assert answer.status_code == 503 and "cannot read the sign-in settings" in answer.text
+
+
+async def test_polls_read_the_crews_at_most_every_ten_seconds_per_person(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    async with serve_inbox(tmp_path, "oauth", provider=oauth_provider) as d:
+        await d.kickoff("alice", crew="deep_research", topic="tides")
+        await d.kickoff("alice")
+        async with d.browser() as tab, d.browser() as other_tab:
+            page = await sign_in(d, tab, "alice")
+            await sign_in(d, other_tab, "alice")
+            reads = d.sim.count("deep_research", "GET", "/status")
+            first = await state(tab)
+            after_first = d.sim.count("deep_research", "GET", "/status")
+            assert after_first == reads + 1
+            # More polls, from this tab and another: the ledger answers, the crew is not asked again.
+            for browser in (tab, other_tab, tab):
+                assert (await state(browser))["version"] == first["version"]
+            assert d.sim.count("deep_research", "GET", "/status") == after_first
+            # A decision makes the next poll look at once (to show what the crew does with it).
+            assert (await decide(d, tab, csrf_of(page.text), first["pending"][0], approve=True)).status_code == 200
+            await state(tab)
+            assert d.sim.count("deep_research", "GET", "/status") == after_first + 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -37,6 +38,9 @@ log = logging.getLogger("crew_mcp.inbox")
 
 MAX_BODY = 64 * 1024
 MAX_FEEDBACK = 10_000
+REFRESH_SECONDS = 10.0
+"""How often one person's polls (in any number of tabs) re-read their running runs from the crews; the polls in
+between read the ledger only. A decision or a stop makes the next poll re-read at once."""
 _STARTING = "crew-mcp is still starting; try again in a moment."
 
 
@@ -59,6 +63,17 @@ class InboxAPI:
 
     def __init__(self, ctx: InboxContext) -> None:
         self.ctx = ctx
+        self._refreshed: dict[str, float] = {}
+
+    def _due(self, owner: str) -> bool:
+        """Whether ``owner``'s runs should be re-read from the crews now (see :data:`REFRESH_SECONDS`)."""
+        now = time.monotonic()
+        if now - self._refreshed.get(owner, -REFRESH_SECONDS) < REFRESH_SECONDS:
+            return False
+        if len(self._refreshed) > 10_000:  # forget people who stopped polling long ago
+            self._refreshed = {k: v for k, v in self._refreshed.items() if now - v < REFRESH_SECONDS}
+        self._refreshed[owner] = now
+        return True
 
     async def state(self, request: Request) -> Response:
         """``GET /approvals/api/state``: everything the page shows."""
@@ -71,9 +86,14 @@ class InboxAPI:
         service = ctx.service
         if service is None:
             return json_error(503, _STARTING)
+        caller = ctx.caller(session)
         try:
             view = await build_state(
-                service, ctx.caller(session), ctx.viewer(session), poll_seconds=ctx.settings.inbox.poll_seconds
+                service,
+                caller,
+                ctx.viewer(session),
+                poll_seconds=ctx.settings.inbox.poll_seconds,
+                refresh=self._due(caller.owner),
             )
         except e.CrewMCPError as exc:
             return json_error(_status_of(exc), e.describe(exc))
@@ -108,6 +128,7 @@ class InboxAPI:
             resumed = await service.resume(kickoff_id, caller, approve=approve, feedback=feedback, task_id=task_id)
         except e.CrewMCPError as exc:
             return json_error(_status_of(exc), e.describe(exc))
+        self._refreshed.pop(caller.owner, None)  # the next poll shows what the crew does with it
         log.info(
             "inbox: %s %s task %s of run %s", caller.owner, "approved" if approve else "rejected", task_id, kickoff_id
         )
@@ -135,6 +156,7 @@ class InboxAPI:
             stopped = await service.cancel(kickoff_id, caller)
         except e.CrewMCPError as exc:
             return json_error(_status_of(exc), e.describe(exc))
+        self._refreshed.pop(caller.owner, None)
         log.info("inbox: %s stopped run %s", caller.owner, kickoff_id)
         said = "Stopped" if stopped.result == "stopped" else "Already stopped:"
         return _ok({"notice": f"{said} run {kickoff_id} of crew {stopped.crew}.", "state": stopped.run.state})

@@ -35,7 +35,6 @@ class Inbox:
 
     routes: list[BaseRoute]
     store: Store
-    context: InboxContext
 
     async def aclose(self) -> None:
         """Release the session store's connections."""
@@ -96,4 +95,4 @@ def build_inbox(
         Route(f"{p}/api/stop", checked(api.stop), methods=["POST"]),
         Route(f"{p}/static/{{name}}", checked(static_file), methods=["GET"]),
     ]
-    return Inbox(routes, store, ctx)
+    return Inbox(routes, store)

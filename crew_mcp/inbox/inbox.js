@@ -15,6 +15,7 @@
   let fastUntil = 0;                 // after an action, poll every second for a while
   let busy = false;
   let lastNotice = null;
+  let renderedAt = 0;
 
   const VIA = {
     inbox: "in the inbox", app: "in the chat card", tool: "in chat", elicitation: "in a chat form",
@@ -155,7 +156,8 @@
       if (!response.ok) {
         live(body.error || "The inbox could not be read.", "danger");
       } else {
-        if (!data || body.version !== data.version) render(body);
+        // Redraw on a change, and now and then anyway so "3 min ago" stays true.
+        if (!data || body.version !== data.version || Date.now() - renderedAt > 60000) render(body);
         else data = body;
         live(`Live · updated ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`);
       }
@@ -187,6 +189,9 @@
 
   function render(state) {
     data = state;
+    renderedAt = Date.now();
+    // A keyboard user on a list item keeps their place when the lists are redrawn.
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.run : null;
     $("policy").textContent = state.policy === "human"
       ? "Approval policy: human. Only people decide; decisions here count as yours."
       : "Decisions here are recorded as yours, made in the inbox.";
@@ -197,6 +202,10 @@
     renderLists(state);
     renderDetail(false);
     renderHistory(state.history);
+    if (focused) {
+      const again = document.querySelector(`.item[data-run="${CSS.escape(focused)}"]`);
+      if (again) again.focus({ preventScroll: true });
+    }
   }
 
   function renderLists(state) {

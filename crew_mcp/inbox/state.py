@@ -120,20 +120,31 @@ def owner_label(owner: str, viewer: str) -> str:
     return owner.rpartition("#")[2].removeprefix("key:") or owner
 
 
-async def build_state(service: CrewService, caller: Caller, viewer: Viewer, *, poll_seconds: float) -> InboxState:
+async def build_state(
+    service: CrewService, caller: Caller, viewer: Viewer, *, poll_seconds: float, refresh: bool = True
+) -> InboxState:
     """The page's data for ``caller`` (see the module docstring).
+
+    With ``refresh``, the running runs the caller may review are re-read from their crews first and overdue
+    approvals expired (:meth:`CrewService.pending_approvals`); without, everything comes from the ledger.
 
     Raises:
         LedgerError: the ledger could not be read.
     """
-    approvals = await service.pending_approvals(caller)  # re-reads running runs, applies expiry
+    overdue: set[str] = set()
+    if refresh:
+        approvals = (await service.pending_approvals(caller)).approvals
+        overdue = {a.kickoff_id for a in approvals if a.expired}
     waiting = await service.ledger.pending_approvals(owner=None if caller.approver else caller.owner)
-    records = {r.kickoff_id: r for r in waiting if r.kickoff_id}
-    pending = [
-        _pending(records[a.kickoff_id], caller, viewer, expired=a.expired)
-        for a in approvals.approvals
-        if a.kickoff_id in records
-    ]
+    expiry = service.settings.approval_expiry_seconds
+    now = service.clock.now()
+    pending = []
+    for r in waiting:
+        if r.kickoff_id is None or r.pending is None or not caller.may_decide(r.owner):
+            continue
+        since = r.pending.since or r.updated_at
+        expired = r.kickoff_id in overdue or bool(expiry and (now - since).total_seconds() > expiry)
+        pending.append(_pending(r, caller, viewer, expired=expired))
     own = await service.ledger.list(owner=caller.owner, limit=RUNS_LIMIT)
     runs = [_run(r, viewer) for r in own if r.kickoff_id]
     events = [e for r in own for e in _events(r, caller.owner)]
