@@ -230,7 +230,7 @@
     const runs = state.runs.filter((r) => r.state !== "waiting_for_human");
     $("runs-count").textContent = String(runs.length);
     $("runs-empty").hidden = runs.length > 0;
-    $("runs-list").replaceChildren(...runs.slice(0, 12).map((r) => {
+    $("runs-list").replaceChildren(...runs.map((r) => {
       const p = r.progress || {};
       const progress = p.total ? `${Math.min(p.completed || 0, p.total)} of ${p.total} tasks · ` : "";
       return listItem(r.kickoff_id, [
