@@ -498,3 +498,21 @@ async def test_polls_read_the_crews_at_most_every_ten_seconds_per_person(
             assert (await decide(d, tab, csrf_of(page.text), first["pending"][0], approve=True)).status_code == 200
             await state(tab)
             assert d.sim.count("deep_research", "GET", "/status") == after_first + 1
+
+
+async def test_when_owners_may_not_approve_their_runs_wait_for_a_reviewer(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    toml = '[auth.approval]\nowner = false\ngroup = "crew-reviewers"\n'
+    async with serve_inbox(tmp_path, "oauth", provider=oauth_provider, toml=toml) as d:
+        kickoff_id = await d.kickoff("alice")
+        async with d.browser() as browser:
+            page = await sign_in(d, browser, "alice")
+            seen = await state(browser)
+            assert seen["pending"] == [] and [(r["kickoff_id"], r["state"]) for r in seen["runs"]] == [
+                (kickoff_id, "waiting_for_human")
+            ]
+            item = {"kickoff_id": kickoff_id, "task_id": "brief", "fingerprint": ""}
+            refused = await decide(d, browser, csrf_of(page.text), item, approve=True)
+            assert refused.status_code == 403 and "only the approvers" in refused.json()["error"]
+        assert d.sim.resume_log == []

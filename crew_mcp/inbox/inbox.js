@@ -227,7 +227,8 @@
         text("span", "excerpt", plain(rest)),
       ]);
     }));
-    const runs = state.runs.filter((r) => r.state !== "waiting_for_human");
+    const reviewing = new Set(state.pending.map((p) => p.kickoff_id));
+    const runs = state.runs.filter((r) => !reviewing.has(r.kickoff_id));
     $("runs-count").textContent = String(runs.length);
     $("runs-empty").hidden = runs.length > 0;
     $("runs-list").replaceChildren(...runs.map((r) => {
@@ -389,6 +390,8 @@
       body.append(text("div", "output-label", "Result"), output);
     } else if (r.state === "running") {
       body.append(text("p", "muted", "The crew is working. Its next review or its result shows up here by itself."));
+    } else if (r.state === "waiting_for_human") {
+      body.append(text("p", "muted", "Waiting for a reviewer: the approval rules let only reviewers decide on your runs."));
     }
     if (r.error) {
       const problem = text("p", "notice", r.error);

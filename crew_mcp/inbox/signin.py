@@ -19,6 +19,7 @@ logged.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from urllib.parse import parse_qsl, urlsplit
@@ -106,7 +107,8 @@ class SignIn:
         if self.oauth is None:
             return _redirect(f"{INBOX_PATH}/login")
         login = await ctx.sessions.finish_login(request.cookies.get(ctx.guard.login_cookie))
-        if login is None or not q.get("state") or q.get("state") != login.get("state"):
+        expected, given = str((login or {}).get("state", "")), q.get("state", "")
+        if login is None or not given or not hmac.compare_digest(given.encode(), expected.encode()):
             return self._failed(
                 400, "This sign-in expired or was started in another browser tab or window; sign in again."
             )
@@ -216,7 +218,7 @@ class SignIn:
     def _no_access(self, name: str) -> Response:
         return render_signin(
             status=403,
-            mode=self.ctx.mode,
+            mode="none",  # signing in again would not help: only the message
             message=f"You are signed in as {name}, but your account may not read runs here (it lacks the "
             f"{SCOPE_READ} scope). Ask the person who runs crew-mcp for access.",
             tone="danger",
