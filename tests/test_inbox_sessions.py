@@ -14,7 +14,7 @@ from oauth_provider import OAuthProvider
 
 from crew_mcp.app import build_app
 from crew_mcp.auth import generate_key, key_config_entry
-from crew_mcp.errors import LedgerError
+from crew_mcp.errors import ConfigError, LedgerError
 from crew_mcp.inbox.sessions import Sessions
 from crew_mcp.inbox.store import MemoryStore, Store, open_store, store_url
 from crew_mcp.ledger import sqlite_path
@@ -212,3 +212,16 @@ async def test_replicas_share_sign_ins_and_sessions_through_redis(
             assert (await browser.get("/approvals/api/state")).status_code == 401
         assert len([c for c in oauth_provider.clients if c.startswith("dcr-")]) == 1
     assert not (tmp_path / "inbox-sessions.db").exists()  # everything went to Redis
+
+
+def test_inbox_settings_come_from_the_inbox_table_and_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[inbox]\nsession_hours = 2\nclient_id = "from-file"\n', encoding="utf-8")
+    env = {"CREW_MCP_INBOX_CLIENT_ID": "crew-inbox", "CREW_MCP_INBOX_CLIENT_SECRET": "s3cret-inbox-value"}
+    settings = load_settings(env=env, config_path=str(config))
+    inbox = settings.inbox
+    assert (inbox.client_id, inbox.session_hours, inbox.poll_seconds, inbox.enabled) == ("crew-inbox", 2.0, 5.0, True)
+    assert "s3cret-inbox-value" in settings.secrets() and "s3cret" not in repr(settings)
+    with pytest.raises(ConfigError) as bad:
+        load_settings(env={"CREW_MCP_INBOX_SESSIONS_URL": "ftp://x"})
+    assert "CREW_MCP_INBOX_SESSIONS_URL" in str(bad.value) and "redis://" in str(bad.value)
