@@ -111,10 +111,11 @@ bundle: $(STAMP) $(MCPB)/.installed
 		$(BIN)/python scripts/check_bundle.py dist/crew-mcp-$$($(BIN)/python -c 'import json; print(json.load(open("manifests/mcpb/manifest.json"))["version"])').mcpb
 
 # Opt-in, never part of `make test`/.ci/run: the MCP App (the run card) in real headless Chromium inside a test host
-# page that speaks the app protocol with AppBridge from @modelcontextprotocol/ext-apps. Chromium is Debian's (apt,
-# needs root); Playwright (PyPI) drives it with executable_path, into .venv; AppBridge and esbuild (npm, pinned) are
-# bundled into .browser/app-bridge.js, a test-only artifact that is not committed. CREW_MCP_SCREENSHOTS=docs/images
-# refreshes the card's screenshots in the docs.
+# page that speaks the app protocol with AppBridge from @modelcontextprotocol/ext-apps, and the approvals inbox
+# (tests/test_inbox_browser.py: a real OAuth sign-in, review, CSRF). Chromium is Debian's (apt, needs root);
+# Playwright (PyPI) drives it with executable_path, into .venv; AppBridge and esbuild (npm, pinned) are bundled into
+# .browser/app-bridge.js, a test-only artifact that is not committed. CREW_MCP_SCREENSHOTS=docs/images refreshes the
+# card's and the inbox's screenshots in the docs.
 BR := .browser
 BR_STAMP := $(BR)/.installed
 PLAYWRIGHT_VERSION := 1.65.*

@@ -8,7 +8,7 @@ have the same Host/Origin checks, body limit and authentication as ``/mcp`` and 
 With ``CREW_MCP_AUTH=oauth|keys`` the MCP endpoints are a protected resource (see :mod:`crew_mcp.auth` and
 docs/auth.md): tokens are verified, RFC 9728 metadata is published, scopes and the per-principal limits are
 enforced; without authentication only loopback addresses are served. ``/healthz`` stays open; webhooks keep their
-own per-execution secrets.
+own per-execution secrets. The approvals inbox (:mod:`crew_mcp.inbox`) is served at ``/approvals``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .fleet import Fleet, build_fleet
 from .fleet.events import RETRY_MS, SessionScope
 from .fleet.http import DrainingServer, with_fleet
+from .inbox.app import build_inbox
 from .ledger import default_ledger_url
 from .ops import counted_webhooks, http_telemetry, operator_routes
 from .runtime import Runtime
@@ -116,6 +117,39 @@ def build_app(
         max_request_body_size=limits.max_body_bytes,
     )
 
+    # Approvals inbox (issue 13, crew_mcp/inbox/, docs/inbox.md): /approvals, mounted before the MCP app.
+    inbox = build_inbox(settings, host=host, runtime=runtime, http=http, verifier=verifier)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            await fleet.aclose()
+            if inbox is not None:
+                await inbox.aclose()
+            if http is not None:
+                await http.aclose()
+
+    routes: list[BaseRoute] = [
+        _healthz(runtime, fleet),
+        *operator_routes(settings, runtime, verifier=verifier),
+        *protected_resource_routes(config),
+    ]
+    if webhook_base is not None:
+        routes += counted_webhooks(webhook_routes(lambda: runtime.service), runtime.telemetry)
+    if inbox is not None:
+        routes += inbox.routes
+    routes.append(Mount("/", app=SessionScope(mcp_app)))
+    app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
+    if verifier is not None:
+        # Per-tool scopes (403 insufficient_scope with the scope to ask for) and the kickoff rate (429 Retry-After).
+        app = ScopeGate(app, verifier=verifier, config=config, limiter=runtime.limiter, max_body=limits.max_body_bytes)
+    return Assembled(app, runtime.drain, fleet)
+
+
+def _healthz(runtime: Runtime, fleet: Fleet) -> Route:
     async def healthz(_: Request) -> Response:
         """Liveness: 200 while the process serves (draining included: /readyz is what turns traffic away)."""
         alive = runtime.service is not None
@@ -126,35 +160,7 @@ def build_app(
             body.update(watches=hub.active, waiters=hub.waiting, leases=len(fleet.leases.held))
         return JSONResponse(body, status_code=200 if alive else 503)
 
-    async def drain() -> None:
-        runtime.draining = True
-        service = runtime.service
-        if service is not None:
-            await service.runs.hub.drain()  # returns once the loops have released their leases
-
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        try:
-            async with mcp.session_manager.run():
-                yield
-        finally:
-            await fleet.aclose()
-            if http is not None:
-                await http.aclose()
-
-    routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        *operator_routes(settings, runtime, verifier=verifier),
-        *protected_resource_routes(config),
-    ]
-    if webhook_base is not None:
-        routes += counted_webhooks(webhook_routes(lambda: runtime.service), runtime.telemetry)
-    routes.append(Mount("/", app=SessionScope(mcp_app)))
-    app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
-    if verifier is not None:
-        # Per-tool scopes (403 insufficient_scope with the scope to ask for) and the kickoff rate (429 Retry-After).
-        app = ScopeGate(app, verifier=verifier, config=config, limiter=runtime.limiter, max_body=limits.max_body_bytes)
-    return Assembled(app, drain, fleet)
+    return Route("/healthz", healthz, methods=["GET"])
 
 
 class _SseDispatch:

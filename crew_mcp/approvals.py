@@ -319,9 +319,11 @@ class Approvals:
         return view
 
     async def _refresh_running(self, caller: Caller) -> None:
-        """Re-read the owner's newest running runs (at most :data:`REFRESH_RUNNING`) so pauses that happened since
-        the last read are listed even with no webhooks (stdio); failures leave the ledger as it was."""
-        running = await self.ledger.list(owner=caller.owner, state=RecordState.RUNNING.value, limit=REFRESH_RUNNING)
+        """Re-read the newest running runs the caller may review (its own; for an approver, anyone's; at most
+        :data:`REFRESH_RUNNING`) so pauses that happened since the last read are listed even with no webhooks (stdio,
+        or a reviewer who was never in the chat); failures leave the ledger as it was."""
+        owner = None if caller.approver else caller.owner
+        running = await self.ledger.list(owner=owner, state=RecordState.RUNNING.value, limit=REFRESH_RUNNING)
 
         async def refresh(record: RunRecord) -> None:
             try:

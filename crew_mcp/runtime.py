@@ -34,6 +34,12 @@ class Runtime:
     telemetry: Telemetry = NO_TELEMETRY
     draining: bool = False  # SIGTERM received: /readyz turns traffic away while waits end (docs/fleet.md)
 
+    async def drain(self) -> None:
+        """SIGTERM: turn traffic away (``/readyz``), end every wait at once with its handle, release poll leases."""
+        self.draining = True
+        if self.service is not None:
+            await self.service.runs.hub.drain()  # returns once the loops have released their leases
+
     def require(self) -> CrewService:
         """The running service.
 

@@ -32,6 +32,7 @@ from .crewconfig import (
     TimeoutConfig,
 )
 from .errors import ConfigError
+from .inbox.config import InboxConfig
 
 __all__ = ["AuthConfig", "CrewConfig", "InputConfig", "Settings", "TimeoutConfig", "load_settings"]
 
@@ -73,6 +74,7 @@ class Settings(StrictModel):
     notify_slack_url: SecretStr | None = None
     notify_excerpt_chars: int = Field(default=500, ge=0, le=2800)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    inbox: InboxConfig = Field(default_factory=InboxConfig)
     # Fleet (docs/fleet.md): several replicas behind a balancer.
     fleet_url: str | None = None
     lease_seconds: float = Field(default=15.0, ge=1, le=600)
@@ -146,12 +148,12 @@ class Settings(StrictModel):
         return min(max(wait_seconds, 0.0), self.wait_cap_seconds) + self.answer_margin_seconds
 
     def secrets(self) -> list[str]:
-        """Every secret this configuration holds (crew tokens, URL passwords, the OAuth client secret), for
+        """Every secret this configuration holds (crew tokens, URL passwords, the OAuth client secrets), for
         redaction."""
         found = [c.token.get_secret_value() for c in self.crews if c.token is not None]
-        found += [urlsplit(url).password or "" for url in [c.url for c in self.crews] + [self.ledger_url or ""]]
-        if self.auth.client_secret is not None:
-            found.append(self.auth.client_secret.get_secret_value())
+        urls = [c.url for c in self.crews] + [self.ledger_url or "", self.inbox.sessions_url or ""]
+        found += [urlsplit(url).password or "" for url in urls]
+        found += [s.get_secret_value() for s in (self.auth.client_secret, self.inbox.client_secret) if s is not None]
         return [s for s in found if s]
 
     @property
@@ -312,7 +314,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | None 
         if ENV_PREFIX + suffix in env:
             data[field] = env[ENV_PREFIX + suffix]
             origins[field] = ENV_PREFIX + suffix
-    _auth_env(data, env, origins)
+    _table_env(data, env, origins, "auth", _AUTH_ENV)
+    _table_env(data, env, origins, "inbox", _INBOX_ENV)
     data.update({k: v for k, v in overrides.items() if v is not None})
     for k, v in overrides.items():
         if v is not None:
@@ -344,14 +347,27 @@ _AUTH_ENV: dict[str, str] = {
 }
 
 
-def _auth_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> None:
-    found = {field: ENV_PREFIX + suffix for suffix, field in _AUTH_ENV.items() if ENV_PREFIX + suffix in env}
-    auth = data.setdefault("auth", {})
-    if not found or not isinstance(auth, dict):
-        return  # a malformed [auth] is reported by validation
+# The approvals inbox (crew_mcp/inbox/config.py), the [inbox] table.
+_INBOX_ENV: dict[str, str] = {
+    "INBOX_ENABLED": "enabled",
+    "INBOX_CLIENT_ID": "client_id",
+    "INBOX_CLIENT_SECRET": "client_secret",
+    "INBOX_SESSIONS_URL": "sessions_url",
+    "INBOX_SESSION_HOURS": "session_hours",
+    "INBOX_POLL_SECONDS": "poll_seconds",
+}
+
+
+def _table_env(
+    data: dict[str, Any], env: Mapping[str, str], origins: dict[str, str], table: str, names: Mapping[str, str]
+) -> None:
+    found = {field: ENV_PREFIX + suffix for suffix, field in names.items() if ENV_PREFIX + suffix in env}
+    values = data.setdefault(table, {})
+    if not found or not isinstance(values, dict):
+        return  # a malformed table is reported by validation
     for field, var in found.items():
-        auth[field] = env[var]
-        origins[f"auth.{field}"] = var
+        values[field] = env[var]
+        origins[f"{table}.{field}"] = var
 
 
 def _auth_resource(settings: Settings, source: str) -> None:
