@@ -145,7 +145,15 @@ def build_app(
     app: ASGIApp = _SseDispatch(Starlette(routes=routes, lifespan=lifespan), sse_app)
     if verifier is not None:
         # Per-tool scopes (403 insufficient_scope with the scope to ask for) and the kickoff rate (429 Retry-After).
-        app = ScopeGate(app, verifier=verifier, config=config, limiter=runtime.limiter, max_body=limits.max_body_bytes)
+        # Both transports that carry tool calls: /mcp, and the HTTP+SSE transport's message endpoint.
+        app = ScopeGate(
+            app,
+            verifier=verifier,
+            config=config,
+            limiter=runtime.limiter,
+            paths=("/mcp", MESSAGES_PATH),
+            max_body=limits.max_body_bytes,
+        )
     return Assembled(app, runtime.drain, fleet)
 
 

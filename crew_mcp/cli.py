@@ -122,13 +122,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _setup_logging(verbose: int, default: str = "WARNING", settings: Settings | None = None) -> None:
-    from .logs import configure, settings_secrets
+    from .logs import configure
 
     level = {0: default, 1: "INFO"}.get(verbose, "DEBUG")
     if settings is None:
         configure(level)
     else:
-        configure(level, settings.log_format, secrets=settings_secrets(settings))
+        configure(level, settings.log_format, secrets=settings.secrets())
 
 
 def _setup_tracing() -> None:

@@ -7,8 +7,8 @@ filters sit on that handler, so they see the records of every logger (crew-mcp's
   ``mcp_method``, ``tool``, ``kickoff_request_id``) and, while an OpenTelemetry span is active, its
   ``trace_id`` and ``span_id``;
 * :class:`SecretScrubber` rewrites the message (and any traceback) so that no bearer token, ``Authorization``
-  value, password in a URL, webhook secret in a ``/webhooks/<secret>/`` path or configured secret (crew tokens,
-  the metrics token, the OAuth client secret) reaches the stream.
+  value, password in a URL, webhook secret in a webhook path, or configured secret (everything
+  :meth:`~crew_mcp.settings.Settings.secrets` lists), whole or in part, reaches the stream.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from .redact import MIN_SECRET_CHARS
+from .redact import Redactor
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    pass
 
 __all__ = [
     "ID_FIELDS",
@@ -36,7 +36,6 @@ __all__ = [
     "bound",
     "build_handler",
     "configure",
-    "settings_secrets",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -49,8 +48,6 @@ _MASK = "***"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?:(?:bearer|basic)\s+)?[^\s'\",;}]+"), r"\1***"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),
-    (re.compile(r"/webhooks/[^/\s?#'\"]+"), "/webhooks/***"),
-    (re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1***@"),
     (
         re.compile(r"(?i)([?&](?:access_token|token|api_key|apikey|key|secret|client_secret|password)=)[^&\s'\"]+"),
         r"\1***",
@@ -98,12 +95,12 @@ class SecretScrubber(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        self._redactor = Redactor(*secrets)
 
     def scrub(self, text: str) -> str:
-        """``text`` with every known secret and every secret-shaped value masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, _MASK)
+        """``text`` with every known secret (and fragment of one), URL credential, webhook secret and every
+        secret-shaped value masked."""
+        text = self._redactor.text(text)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
@@ -179,19 +176,3 @@ def configure(level: str, fmt: LogFormat = "text", *, secrets: Iterable[str] = (
     application's, or pytest's).
     """
     logging.basicConfig(level=level, handlers=[build_handler(fmt, secrets=secrets)])
-
-
-def settings_secrets(settings: Settings) -> list[str]:
-    """Every secret ``settings`` holds, for :class:`SecretScrubber`: crew tokens, the metrics token, the OAuth
-    client secret and the ledger URL's password."""
-    from urllib.parse import urlsplit
-
-    found = [c.token.get_secret_value() for c in settings.crews if c.token is not None]
-    for secret in (settings.metrics_token, settings.auth.client_secret):
-        if secret is not None:
-            found.append(secret.get_secret_value())
-    if settings.ledger_url:
-        password = urlsplit(settings.ledger_url).password
-        if password:
-            found.append(password)
-    return found

@@ -7,7 +7,8 @@ request URL at INFO). What is removed:
 
 * any run of 8 or more characters that also occurs in a secret (a prefix, a suffix or a middle of a token);
 * the user and password part of any URL (``scheme://***@host``);
-* the per-execution secret of a webhook URL (``/webhooks/***/``).
+* the per-execution secret of a webhook URL (``/webhooks/{request_id}/***/``, or ``/webhooks/***/`` in the older
+  form).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ shorter runs would turn redaction into corruption of ordinary text."""
 MASK = "***"
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@\"'<>]*@")
-_WEBHOOK_SECRET = re.compile(r"(/webhooks/)[^/\s\"'<>?#]+")
+# /webhooks/{request_id}/{secret}/{kind} (a request id is 32 hex digits), and the older /webhooks/{secret}/{kind}.
+_WEBHOOK_SECRET = re.compile(r"(/webhooks/(?:[0-9a-f]{32}/)?)[^/\s\"'<>?#]+")
 
 
 def redact_urls(text: str) -> str:

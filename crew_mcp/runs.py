@@ -52,6 +52,7 @@ __all__ = [
     "OnPause",
     "RunTracker",
     "live",
+    "not_found",
     "shown",
 ]
 
@@ -153,7 +154,7 @@ class RunTracker:
         if record is None:
             record = await self.ledger.get_request(kickoff_id, owner=caller.owner)
         if record is None:
-            raise _not_found(kickoff_id)
+            raise not_found(kickoff_id)
         return record
 
     async def find_or_adopt(
@@ -175,7 +176,7 @@ class RunTracker:
                 raise
         adopted = await self.adopter.adopt(kickoff_id, caller, crew, within)
         if adopted is None:
-            raise _not_found(kickoff_id)
+            raise not_found(kickoff_id)
         return adopted, True
 
     def lost(self, record: RunRecord) -> e.RunLostError:
@@ -384,8 +385,8 @@ def _valid_id(kickoff_id: str) -> bool:
     return True
 
 
-def _not_found(kickoff_id: str) -> e.RunNotFoundError:
-    # The same words for an unknown id and for another owner's: the answer must not reveal which it is.
+def not_found(kickoff_id: str) -> e.RunNotFoundError:
+    """The refusal for an id the caller may not see: the same words whether it is unknown or another owner's."""
     return e.RunNotFoundError(
         f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
         "Call list_executions to see your runs (kickoff_ids are case-sensitive)."

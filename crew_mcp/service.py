@@ -88,7 +88,7 @@ class CrewService:
             ledger, clock, self.detacher, webhook_base=webhook_base, keep_input_values=settings.keep_input_values
         )
         self.approvals = Approvals(self.runs, settings, clock, self.guidance, self.detacher)
-        self.stopper = Stopper(self.runs, clock, self.guidance)
+        self.stopper = Stopper(self.runs, clock, self.guidance, self.detacher, settings.answer_margin_seconds)
 
     def list_crews(self, typed_tools: Mapping[str, str] | None = None, caller: Caller | None = None) -> CrewList:
         """The crews this server runs for ``caller`` (saying when they are the built-in simulated ones)."""

@@ -148,12 +148,26 @@ class Settings(StrictModel):
         return min(max(wait_seconds, 0.0), self.wait_cap_seconds) + self.answer_margin_seconds
 
     def secrets(self) -> list[str]:
-        """Every secret this configuration holds (crew tokens, URL passwords, the OAuth client secrets), for
-        redaction."""
+        """Every secret this configuration holds, for redaction everywhere (results, the ledger, logs): crew tokens,
+        the passwords of every URL (crews, ledger, fleet, inbox sessions), the OAuth and inbox client secrets, the
+        metrics token, the notice signing secret, the Slack webhook URL (itself a credential) and the request-state
+        keys."""
         found = [c.token.get_secret_value() for c in self.crews if c.token is not None]
-        urls = [c.url for c in self.crews] + [self.ledger_url or "", self.inbox.sessions_url or ""]
+        urls = [c.url for c in self.crews] + [
+            self.ledger_url or "",
+            self.fleet_url or "",
+            self.inbox.sessions_url or "",
+        ]
         found += [urlsplit(url).password or "" for url in urls]
-        found += [s.get_secret_value() for s in (self.auth.client_secret, self.inbox.client_secret) if s is not None]
+        held = (
+            self.auth.client_secret,
+            self.inbox.client_secret,
+            self.metrics_token,
+            self.notify_webhook_secret,
+            self.notify_slack_url,
+            *self.request_state_keys,
+        )
+        found += [s.get_secret_value() for s in held if s is not None]
         return [s for s in found if s]
 
     @property

@@ -18,11 +18,12 @@ from pydantic import BaseModel, Field
 
 from . import errors as e
 from .clock import Clock
+from .detach import Detacher
 from .identity import Caller
 from .ledger import RecordState, RunRecord, Stop
 from .ledger.records import StopResult
 from .retry import may_have_acted
-from .runs import RunTracker, live
+from .runs import RunTracker, live, not_found
 from .views import Guidance, RunView
 
 __all__ = ["StopView", "Stopper", "human_only_stop_message"]
@@ -47,23 +48,32 @@ class StopView(BaseModel):
     kickoff_id: str = Field(description="The run")
     crew: str = Field(description="Its crew")
     stopped: bool = Field(description="True when the run is stopped now (by this call, or already before it)")
-    result: Literal["stopped", "already_stopped"] = Field(description="What the crew answered")
+    result: Literal["stopped", "already_stopped", "sent"] = Field(
+        description='What the crew answered; "sent": no answer yet in the time a call may take (it is recorded when it'
+        " comes)"
+    )
     stopped_by: str = Field(description="Who asked and how (human via elicitation, model via tool, human via cli)")
     run: RunView = Field(description="The run after the stop")
     next_step: str = Field(default="", description="What to do next")
 
     def text(self) -> str:
-        said = "Stopped" if self.result == "stopped" else "Already stopped:"
+        said = {"stopped": "Stopped", "already_stopped": "Already stopped:", "sent": "Stop sent (no answer yet) for"}[
+            self.result
+        ]
         return f"{said} run {self.kickoff_id} of crew {self.crew}.\n{self.run.text()}"
 
 
 class Stopper:
     """Stops runs for callers (see the module docstring)."""
 
-    def __init__(self, tracker: RunTracker, clock: Clock, guidance: Guidance) -> None:
+    def __init__(
+        self, tracker: RunTracker, clock: Clock, guidance: Guidance, detacher: Detacher, margin: float
+    ) -> None:
         self.tracker = tracker
         self.clock = clock
         self.guidance = guidance
+        self.detacher = detacher
+        self.margin = margin
 
     async def stoppable(self, kickoff_id: str, caller: Caller) -> RunRecord:
         """The caller's run, checked to be one that may still be stopped (the ledger alone decides; no upstream call).
@@ -75,6 +85,8 @@ class Stopper:
         if not kickoff_id:
             raise e.UsageError("Stopping a run needs its kickoff_id; call list_executions to find it.")
         record = await self.tracker.find(kickoff_id, caller)
+        if record.owner != caller.owner:  # approvers may read others' waiting runs; only the owner may stop one
+            raise not_found(kickoff_id)
         if record.kickoff_id is None:
             raise e.UsageError(
                 f"Run {kickoff_id} never got a kickoff_id from its crew ({record.state.value}), so there is nothing to "
@@ -102,6 +114,23 @@ class Stopper:
         assert kid is not None
         if self.guidance.approval_policy == "human" and caller.by == "model":
             raise e.HumanOnlyError(human_only_stop_message(kid))
+        # Detached: the POST runs to its end (and is recorded) even when the caller's time is up.
+        sent = await self.detacher.run(f"stop of run {kid}", lambda: self._send(record, caller), within=self.margin)
+        if not sent.done.is_set():
+            view = self._view(record, caller, "sent")
+            view.stopped = False
+            view.next_step = view.run.next_step = (
+                f"Crew {record.crew!r} has not answered the stop within {self.margin:g} s; it was sent, and its answer "
+                f"is recorded when it comes. Call get_status(kickoff_id={kid!r}) in a little while to see whether the "
+                "run ended; do not send the stop again before that."
+            )
+            return view
+        return sent.result()
+
+    async def _send(self, record: RunRecord, caller: Caller) -> StopView:
+        """POST the stop and record the answer (detached: it runs to its end even when nobody waits)."""
+        kid = record.kickoff_id
+        assert kid is not None
         crew = self.tracker.registry.get(record.crew)
         try:
             await crew.client.stop(kid)
@@ -152,7 +181,9 @@ class Stopper:
         stop = Stop(result=result, detail=detail, by=caller.by, via=caller.via, actor=caller.owner, at=self.clock.now())
         return await self.tracker.stopped(kickoff_id, stop)
 
-    def _view(self, record: RunRecord, caller: Caller, result: Literal["stopped", "already_stopped"]) -> StopView:
+    def _view(
+        self, record: RunRecord, caller: Caller, result: Literal["stopped", "already_stopped", "sent"]
+    ) -> StopView:
         run = RunView.of(record, guidance=self.guidance, from_ledger=True)
         run.next_step = "The run is stopped for good; start a new run if the work is still wanted."
         return StopView(

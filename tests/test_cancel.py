@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 import stamina
 from hitl_support import MODES, OWNER, Env, answering, documented, in_memory
 
+from crew_mcp.errors import RunNotFoundError
+from crew_mcp.identity import Caller
 from crew_mcp.ledger import RunRecord
+from crew_mcp.runs import not_found
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import CrewSpec, builtin_crews
 
@@ -207,3 +211,30 @@ async def test_the_crews_revoked_webhook_after_a_stop_keeps_the_run_cancelled(mo
         record = await _record(env, kid)
         assert record.state.value == "cancelled" and [s.result for s in record.stops] == ["stopped"]
         assert (await env.call("get_status", {"kickoff_id": kid}))["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("mode", ["auto"])  # era-independent service semantics: one era
+async def test_a_stop_the_crew_does_not_answer_in_time_is_sent_and_recorded_when_the_answer_comes(mode: str) -> None:
+    settings = Settings(owner=OWNER, answer_margin_seconds=0.2)
+    async with in_memory(mode, settings, crews=CREWS) as env:
+        kid = await env.kickoff("trip_planner", TRIP)
+        env.sim.faults("trip_planner").delay_next(1, seconds=0.6, after_processing=True)
+        out = await env.call("cancel_run", {"kickoff_id": kid, "confirm": True})  # answered at the margin
+        assert out["result"] == "sent" and out["stopped"] is False and "do not send the stop again" in out["next_step"]
+        with anyio.fail_after(5):
+            while not (await _record(env, kid)).stops:
+                await anyio.sleep(0.05)
+        assert [s.result for s in (await _record(env, kid)).stops] == ["stopped"] and _stops(env, "trip_planner") == 1
+
+
+@pytest.mark.parametrize("mode", ["auto"])  # era-independent service semantics: one era
+async def test_an_approver_may_review_anothers_run_but_never_stop_it(mode: str) -> None:
+    async with in_memory(mode, crews=CREWS) as env:
+        kid = await env.kickoff("research", {"topic": "x"})
+        await env.sim.advance(3600)
+        await env.call("get_status", {"kickoff_id": kid})  # waiting for review now: an approver may read it
+        reviewer = Caller("reviewer", approver=True, by="human", via="inbox")
+        assert (await env.service.status(kid, reviewer)).state == "waiting_for_human"
+        with pytest.raises(RunNotFoundError) as refused:
+            await env.service.cancel(kid, reviewer)
+        assert str(refused.value) == str(not_found(kid)) and _stops(env, "research") == 0

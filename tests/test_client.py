@@ -845,3 +845,15 @@ async def test_a_failure_says_how_many_attempts_there_were_and_whether_the_reque
     assert said[1] == "crew 'c' did not answer in time when asked to do it."
     assert said[2].startswith("crew 'c' could not be reached to do it (2 attempts): the connection was never made")
     assert not any("after retries" in s for s in said)
+
+
+def test_webhook_url_secrets_are_masked_in_both_url_forms_and_the_request_id_is_kept() -> None:
+    from crew_mcp.redact import Redactor, redact_urls
+
+    request_id = "0123456789abcdef" * 2
+    new = f"https://crew-mcp.example/webhooks/{request_id}/s3cr3t-Tok_en/task"
+    old = "https://crew-mcp.example/webhooks/s3cr3t-Tok_en/crew"
+    assert redact_urls(new) == f"https://crew-mcp.example/webhooks/{request_id}/***/task"
+    assert redact_urls(old) == "https://crew-mcp.example/webhooks/***/crew"
+    echoed = {"taskWebhookUrl": new, "note": f"called {old}"}  # a crew echoing its kickoff body back
+    assert "s3cr3t" not in str(Redactor().redact(echoed))

@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crew_mcp.logs import ID_FIELDS, SecretScrubber, bound, build_handler, settings_secrets
+from crew_mcp.logs import ID_FIELDS, SecretScrubber, bound, build_handler
 from crew_mcp.server import build_server
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, serve_simulator
@@ -70,8 +70,11 @@ def test_the_scrubber_masks_known_secrets_and_every_secret_shape() -> None:
         "Authorization: Basic dXNlcjpwYXNz": "Authorization: ***",
         "sent with Bearer eyJhbGciOi.x.y to the crew": "sent with Bearer *** to the crew",
         "POST http://h:8000/webhooks/Zq9-xY_secret123/task failed": "POST http://h:8000/webhooks/***/task failed",
-        "ledger redis://:hunter2hunter2@redis:6379/0 down": "ledger redis://:***@redis:6379/0 down",
-        "ledger redis://ops:pw-pw-pw-pw@redis:6379/0 down": "ledger redis://ops:***@redis:6379/0 down",
+        f"POST http://h:8000/webhooks/{'ab12' * 8}/Zq9-xY_secret123/task failed": (
+            f"POST http://h:8000/webhooks/{'ab12' * 8}/***/task failed"  # the request id stays, the secret goes
+        ),
+        "ledger redis://:hunter2hunter2@redis:6379/0 down": "ledger redis://***@redis:6379/0 down",
+        "ledger redis://ops:pw-pw-pw-pw@redis:6379/0 down": "ledger redis://***@redis:6379/0 down",
         "GET /cb?state=1&access_token=abc123&x=2": "GET /cb?state=1&access_token=***&x=2",
         "a short word stays, and so does ordinary text: http://host/path": "a short word stays, and so does "
         "ordinary text: http://host/path",
@@ -89,7 +92,7 @@ def test_a_record_is_scrubbed_in_its_arguments_and_its_traceback() -> None:
             log.exception("call to %s failed", f"http://u:{CREW_TOKEN}@crew/kickoff")
     (entry,) = lines(out)
     assert entry["level"] == "ERROR" and entry["logger"] == "crew_mcp.test_logs"
-    assert entry["message"] == "call to http://u:***@crew/kickoff failed"
+    assert entry["message"] == "call to http://***@crew/kickoff failed"
     assert "RuntimeError" in entry["exception"] and CREW_TOKEN not in json.dumps(entry)
 
 
@@ -105,17 +108,32 @@ def test_text_lines_keep_their_shape_and_add_the_ids_they_have() -> None:
     ]
 
 
-def test_settings_secrets_lists_every_secret_the_configuration_holds() -> None:
+def test_settings_list_every_secret_the_configuration_holds() -> None:
+    key = "k" * 32
     settings = Settings.model_validate(
         {
             "crews": [{"name": "a", "url": "https://a.example", "token": CREW_TOKEN}, {"name": "b", "url": "http://b"}],
             "metrics_token": METRICS_TOKEN,
             "ledger_url": "redis://:ledger-pass-123@redis:6379/0",
+            "fleet_url": "redis://:fleet-pass-456@redis:6379/1",
             "auth": {"client_secret": "oauth-client-secret-1"},
+            "notify_webhook_url": "https://hooks.example/n",
+            "notify_webhook_secret": "notice-signing-secret",
+            "notify_slack_url": "https://hooks.slack.com/services/T0/B0/xyz",
+            "request_state_keys": [key],
         }
     )
-    assert sorted(settings_secrets(settings)) == sorted(
-        [CREW_TOKEN, METRICS_TOKEN, "ledger-pass-123", "oauth-client-secret-1"]
+    assert sorted(settings.secrets()) == sorted(
+        [
+            CREW_TOKEN,
+            METRICS_TOKEN,
+            "ledger-pass-123",
+            "fleet-pass-456",
+            "oauth-client-secret-1",
+            "notice-signing-secret",
+            "https://hooks.slack.com/services/T0/B0/xyz",
+            key,
+        ]
     )
 
 

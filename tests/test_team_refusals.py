@@ -247,3 +247,22 @@ async def test_no_token_reaches_the_crews_callers_logs_results_or_the_ledger(
     for fragment in (team.crew_token, team.crew_token[-16:]):
         assert fragment not in logs and fragment not in "\n".join(said) and fragment.encode() not in stored
     assert "oauth:" in stored.decode(errors="replace")  # the scan read the real ledger
+
+
+async def test_the_sse_message_endpoint_enforces_the_same_scopes_and_starts_nothing(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    """A token with only crew:read may open the HTTP+SSE transport, but a kickoff posted there is refused."""
+    async with serve_team(oauth_provider, tmp_path) as team:
+        reader = {"Authorization": f"Bearer {team.token('alice', scope='crew:read')}"}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "kickoff_crew", "arguments": {"crew": "research", "inputs": {"topic": "x"}}},
+        }
+        async with httpx2.AsyncClient(timeout=30) as http:
+            refused = await http.post(f"{team.root}/messages/?session_id=0123", json=call, headers=reader)
+        assert refused.status_code == 403
+        assert challenge(refused).startswith('Bearer error="insufficient_scope", scope="crew:run"')
+        assert team.upstream.kickoffs() == 0

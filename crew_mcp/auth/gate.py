@@ -61,7 +61,7 @@ class ScopeGate:
         verifier: TokenVerifier,
         config: AuthConfig,
         limiter: Limiter | None = None,
-        path: str = "/mcp",
+        paths: tuple[str, ...] = ("/mcp",),
         resource_metadata_url: str | None = None,
         max_body: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
     ) -> None:
@@ -69,14 +69,14 @@ class ScopeGate:
         self._verifier = verifier
         self._config = config
         self._limiter = limiter
-        self._path = path
+        self._paths = frozenset(p.rstrip("/") for p in paths)
         if resource_metadata_url is None and config.mode == "oauth" and config.resource_url is not None:
             resource_metadata_url = str(build_resource_metadata_url(AnyHttpUrl(config.resource_url)))
         self._metadata_url = resource_metadata_url
         self._max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self._path:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") not in self._paths:
             await self._app(scope, receive, send)
             return
         authorization = Headers(scope=scope).get("authorization", "")
