@@ -222,7 +222,7 @@ async def test_a_stop_the_crew_does_not_answer_in_time_is_sent_and_recorded_when
         out = await env.call("cancel_run", {"kickoff_id": kid, "confirm": True})  # answered at the margin
         assert out["result"] == "sent" and out["stopped"] is False and "do not send the stop again" in out["next_step"]
         with anyio.fail_after(5):
-            while not (await _record(env, kid)).stops:
+            while not (await _record(env, kid)).stops:  # noqa: ASYNC110 - the ledger has no change event to await
                 await anyio.sleep(0.05)
         assert [s.result for s in (await _record(env, kid)).stops] == ["stopped"] and _stops(env, "trip_planner") == 1
 
