@@ -60,10 +60,8 @@ class Adopter:
             LedgerError: the adopted run could not be recorded.
         """
         # Only crews the caller may use (team deployments limit crews per member); another is as unknown as none.
-        if crew and not caller.may_use(crew):
-            return None
         usable = [c for c in self.registry.crews.values() if caller.may_use(c.name)]
-        crews = [self.registry.get(crew)] if crew else usable[:ADOPT_MAX_CREWS]
+        crews = [self.registry.for_caller(crew, caller)] if crew else usable[:ADOPT_MAX_CREWS]
         if not self._may_look_up(caller.owner):
             logger.warning("adoption lookups paused for an owner who asked about too many unknown kickoff_ids")
             return None

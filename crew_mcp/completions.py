@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable
 from mcp.server import MCPServer
 from mcp.types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
-from .boundary import owner
-from .identity import Caller
+from .boundary import caller
 from .runtime import Runtime
 from .settings import Settings
 
@@ -29,11 +28,11 @@ _RUNS_SCANNED = 200
 def register_completions(mcp: MCPServer, settings: Settings, rt: Runtime) -> None:
     """Serve ``completion/complete`` on ``mcp`` (which also advertises the completions capability)."""
 
-    async def crews() -> list[str]:
-        return [c.name for c in rt.require().list_crews(rt.typed_tools).crews]
+    async def crews() -> list[str]:  # only the crews this caller may use: the others are not theirs to know
+        return [c.name for c in rt.require().list_crews(rt.typed_tools, caller=caller(settings, None)).crews]
 
     async def runs(field: str) -> list[str]:
-        listing = await rt.require().executions(Caller(owner=owner(settings)), limit=_RUNS_SCANNED)
+        listing = await rt.require().executions(caller(settings, None), limit=_RUNS_SCANNED)
         values = [getattr(run, field) for run in listing.executions]
         return list(dict.fromkeys(v for v in values if isinstance(v, str) and v))
 

@@ -18,6 +18,7 @@ import httpx2
 from .client import CrewClient, Timeouts
 from .crewconfig import CrewConfig, InputConfig, InputType
 from .errors import UnknownCrewError
+from .identity import Caller
 from .inputs import InputInfo, merge_inputs
 from .settings import Settings
 
@@ -92,6 +93,29 @@ class CrewRegistry:
         if len(self.crews) == 1:
             return next(iter(self.crews.values()))
         raise UnknownCrewError(f"Several crews are configured; pass crew= one of {self._names()}.")
+
+    def for_caller(self, name: str | None, caller: Caller | None) -> Crew:
+        """The crew ``name`` (with no name, the only one) among those ``caller`` may use; a crew it may not use is
+        refused exactly like an unknown one, naming only the crews it may use.
+
+        Raises:
+            UnknownCrewError: no such crew for this caller, or several and none named.
+        """
+        if caller is None or caller.crews is None:
+            return self.get(name)
+        mine = sorted(n for n in self.crews if caller.may_use(n))
+        if name and name in mine:
+            return self.crews[name]
+        if not name and len(mine) == 1:
+            return self.crews[mine[0]]
+        if not mine:
+            raise UnknownCrewError(
+                "No crew is open to you on this server; ask the person who runs crew-mcp to give you access."
+            )
+        available = ", ".join(mine)
+        if name:
+            raise UnknownCrewError(f"Unknown crew {name!r}. Available crews: {available}. Call list_crews.")
+        raise UnknownCrewError(f"Several crews are configured; pass crew= one of {available}.")
 
     def _names(self) -> str:
         return ", ".join(sorted(self.crews)) or "(none)"

@@ -295,27 +295,7 @@ class CrewService:
         return await self.approvals.pending(caller)
 
     def _crew(self, name: str | None, caller: Caller | None) -> Crew:
-        """The crew ``name`` (with no name, the only one) among those ``caller`` may use; a crew it may not use is
-        refused exactly like an unknown one, naming only the crews it may use.
-
-        Raises:
-            UnknownCrewError: no such crew for this caller, or several and none named.
-        """
-        if caller is None or caller.crews is None:
-            return self.registry.get(name)
-        mine = sorted(n for n in self.registry.crews if caller.may_use(n))
-        if name and name in mine:
-            return self.registry.get(name)
-        if not name and len(mine) == 1:
-            return self.registry.get(mine[0])
-        if not mine:
-            raise e.UnknownCrewError(
-                "No crew is open to you on this server; ask the person who runs crew-mcp to give you access."
-            )
-        available = ", ".join(mine)
-        if name:
-            raise e.UnknownCrewError(f"Unknown crew {name!r}. Available crews: {available}. Call list_crews.")
-        raise e.UnknownCrewError(f"Several crews are configured; pass crew= one of {available}.")
+        return self.registry.for_caller(name, caller)
 
     async def _catalogue(self, crew: Crew, *, within: float, refresh: bool = False) -> list[InputInfo]:
         try:

@@ -15,7 +15,7 @@ import pytest
 from hitl_support import until
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
-from mcp.types import ResourceUpdatedNotification
+from mcp.types import PromptReference, ResourceUpdatedNotification
 from oauth_provider import MemoryStorage, OAuthProvider
 from team_support import CREWS, MODES, ok, refused, serve_team, text_of
 
@@ -178,6 +178,13 @@ async def test_crews_are_limited_per_group_like_unknown_crews(oauth_provider: OA
             with pytest.raises(MCPError):
                 await ann.read_resource("crew://trip_planner/inputs")
             assert [c["name"] for c in (await text_of(ann, "crew://crews"))["crews"]] == ["research"]
+            # Nor do completions or a run looked up by id name the crews she may not use.
+            offered = await ann.complete(
+                PromptReference(type="ref/prompt", name="run_crew"), {"name": "crew", "value": ""}
+            )
+            assert offered.completion.values == ["research"]
+            lookup = await refused(ann, "get_status", {"kickoff_id": UNKNOWN, "crew": "no_such_crew"})
+            assert "Available crews: research." in lookup and "trip_planner" not in lookup
         async with team.member(team.token("carl", groups=[])) as carl:
             assert (await ok(carl, "list_crews"))["crews"] == []
             assert "No crew is open to you" in await refused(carl, "list_inputs")
