@@ -134,7 +134,7 @@ def build_server(
             finally:
                 runtime.service = None
 
-    card = RunCard(service=runtime.require, caller=lambda ctx: caller(settings, ctx))
+    card = RunCard(service=runtime.require, caller=lambda ctx: caller(settings, ctx), wait_slot=runtime.wait_slot)
     mcp = _PortableMCPServer(
         "crew-mcp",
         title="CrewAI crews",

@@ -243,6 +243,14 @@ class CrewService:
         return _late(record, max(room, 0.0), self.guidance)
 
     @traced("crew_mcp.resume")
+    async def record(self, kickoff_id: str, caller: Caller) -> RunRecord:
+        """The ledger's record of the caller's run (no upstream call).
+
+        Raises:
+            InvalidInputError, RunNotFoundError, LedgerError.
+        """
+        return await self.runs.find(kickoff_id, caller)
+
     async def resume(
         self, kickoff_id: str, caller: Caller, *, approve: bool, feedback: str = "", task_id: str | None = None
     ) -> ResumeView:

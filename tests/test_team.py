@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from apps_support import APPS
 from hitl_support import until
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
@@ -251,3 +252,29 @@ async def test_the_sse_transport_is_protected_and_its_runs_belong_to_the_token_h
             theirs = await ok(other, "list_executions")
         assert [r["kickoff_id"] for r in mine["executions"]] == [run["kickoff_id"]]
         assert theirs["executions"] == []
+
+
+async def test_an_approver_decides_on_anothers_run_from_the_run_card(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    """The card's decision goes through and its answer comes back, though the run is no longer the approver's."""
+
+    async with serve_team(oauth_provider, tmp_path, toml=TEAM_RULES) as team:
+        rita_token = team.token("rita", groups=["crew-reviewers"])
+        async with (
+            team.member(team.token("ann", groups=["research"])) as ann,
+            team.member(rita_token, extensions=[APPS]) as rita,
+        ):
+            run = (await ok(ann, "kickoff_crew", {"crew": "research", "inputs": {"topic": "tides"}}))["kickoff_id"]
+            await team.sim.advance(5)
+            assert (await ok(ann, "get_status", {"kickoff_id": run}))["state"] == "waiting_for_human"
+            shown = await rita.call_tool("app_run_view", {"kickoff_id": run})
+            assert not shown.is_error and shown.structured_content is not None
+            review = dict(shown.meta or {})["crew-mcp/review"]
+            decided = await rita.call_tool(
+                "app_decide",
+                {"kickoff_id": run, "task_id": review["task_id"], "approve": True, "review_token": review["token"]},
+            )
+            assert not decided.is_error, decided.content
+            assert decided.structured_content is not None and decided.structured_content["run"]["state"] == "running"
+        assert team.sim.count("research", "POST", "/resume") == 1

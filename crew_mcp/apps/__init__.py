@@ -31,7 +31,8 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
@@ -45,6 +46,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from ..boundary import guard
+from ..errors import RunNotFoundError
 from ..identity import Caller
 from ..models import ExecutionStatus
 from ..service import CrewService
@@ -126,10 +128,17 @@ class RunCard(Apps):
     names the principal of the current request, exactly as the model-visible tools do.
     """
 
-    def __init__(self, *, service: Callable[[], CrewService], caller: Callable[[Context], Caller]) -> None:
+    def __init__(
+        self,
+        *,
+        service: Callable[[], CrewService],
+        caller: Callable[[Context], Caller],
+        wait_slot: Callable[[Caller, float], AbstractAsyncContextManager[None]] | None = None,
+    ) -> None:
         super().__init__()
         self._service = service
         self._caller = caller
+        self._wait_slot = wait_slot or _no_slot
         # Per process: a token outlives neither a restart nor a hop to another replica; the card then gets
         # "out of date" and fetches a fresh token with app_run_view (see docs/apps.md).
         self._key = secrets.token_bytes(32)
@@ -163,7 +172,10 @@ class RunCard(Apps):
         ) -> Annotated[CallToolResult, CardView]:
             """For crew-mcp's run card only: the run with its inputs, after an optional bounded wait for a change."""
             caller = self._app_caller(ctx, "app_run_view")
-            view = await guard(self._status(kickoff_id, caller, wait_seconds, since))
+            # Within the server's wait cap, and counted like any other wait of this user (team limits).
+            wait = min(wait_seconds, self._service().settings.wait_cap_seconds)
+            async with self._wait_slot(caller, wait):
+                view = await guard(self._status(kickoff_id, caller, wait, since))
             return await self._card_result(view, caller)
 
         @self.tool(
@@ -246,7 +258,12 @@ class RunCard(Apps):
 
     async def _card_result(self, run: RunView, caller: Caller, *, notice: str = "") -> CallToolResult:
         svc = self._service()
-        record = await guard(svc.runs.find(run.kickoff_id, caller)) if run.kickoff_id else None
+        record = None
+        if run.kickoff_id:
+            try:
+                record = await svc.record(run.kickoff_id, caller)
+            except RunNotFoundError:  # an approver's view of another's run that has moved on: no inputs to show
+                record = None
         card = CardView(
             run=run,
             inputs=dict(record.inputs) if record else {},
@@ -311,3 +328,8 @@ def fingerprint(run: RunView | ExecutionStatus) -> str:
         pending.output if pending else None,
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+@asynccontextmanager
+async def _no_slot(caller: Caller, seconds: float) -> AsyncIterator[None]:
+    yield
