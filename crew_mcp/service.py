@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -41,9 +41,6 @@ from .views import (
     RunView,
 )
 from .watch import POLL_INITIAL, OnUpdate
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["CrewService"]
 
@@ -242,7 +239,6 @@ class CrewService:
         assert bound.cancelled_caught
         return _late(record, max(room, 0.0), self.guidance)
 
-    @traced("crew_mcp.resume")
     async def record(self, kickoff_id: str, caller: Caller) -> RunRecord:
         """The ledger's record of the caller's run (no upstream call).
 
@@ -251,6 +247,7 @@ class CrewService:
         """
         return await self.runs.find(kickoff_id, caller)
 
+    @traced("crew_mcp.resume")
     async def resume(
         self, kickoff_id: str, caller: Caller, *, approve: bool, feedback: str = "", task_id: str | None = None
     ) -> ResumeView:
@@ -265,6 +262,7 @@ class CrewService:
         """The caller's run, checked to be one that may still be stopped (see :meth:`Stopper.stoppable`)."""
         return await self.stopper.stoppable(kickoff_id, caller)
 
+    @traced("crew_mcp.cancel")
     async def cancel(self, kickoff_id: str, caller: Caller) -> StopView:
         """Stop the caller's run at its crew and record it (see :meth:`Stopper.stop`); confirm with a person first."""
         return await self.stopper.stop(kickoff_id, caller)
