@@ -80,7 +80,9 @@ class Approvals:
                 "Call get_status to read its result."
             )
         if record.state is not RecordState.WAITING_FOR_HUMAN and task_id is None:
-            record = (await self.tracker.observe(record)).record
+            # One re-read, within the margin: a crew that does not answer leaves the ledger's word standing.
+            with anyio.move_on_after(self.settings.answer_margin_seconds):
+                record = (await self.tracker.observe(record)).record
             if record.state is not RecordState.WAITING_FOR_HUMAN:
                 raise e.RunNotWaitingError(
                     f"Run {kickoff_id} is {record.state.value}, not waiting for human review. "
@@ -267,10 +269,20 @@ class Approvals:
         approvals = []
         # An approver sees every run waiting for review; everyone else only their own (when they may decide).
         waiting = await self.ledger.pending_approvals(owner=None if caller.approver else caller.owner)
-        for r in waiting:
-            if r.kickoff_id is None or r.pending is None or not caller.may_decide(r.owner):
-                continue
-            if await self.expire(r) is not None:
+        mine = [r for r in waiting if r.kickoff_id is not None and r.pending is not None and caller.may_decide(r.owner)]
+        rejected: set[str] = set()
+
+        async def reject_if_expired(record: RunRecord) -> None:
+            if await self.expire(record) is not None and record.kickoff_id is not None:
+                rejected.add(record.kickoff_id)
+
+        # Expiry rejections go out together, within one margin (each runs to its end detached if the crew is slow).
+        with anyio.move_on_after(self.settings.answer_margin_seconds):
+            async with anyio.create_task_group() as tg:
+                for r in mine:
+                    tg.start_soon(reject_if_expired, r)
+        for r in mine:
+            if r.kickoff_id in rejected or r.kickoff_id is None or r.pending is None:
                 continue
             since = r.pending.since or r.updated_at
             waited = (now - since).total_seconds()

@@ -177,6 +177,9 @@ class RunTracker:
         adopted = await self.adopter.adopt(kickoff_id, caller, crew, within)
         if adopted is None:
             raise not_found(kickoff_id)
+        # Like any run the tracker learns about: remembered, and a reviewer told if it already waits for review.
+        self._remember(adopted)
+        self._paused(adopted)
         return adopted, True
 
     def lost(self, record: RunRecord) -> e.RunLostError:
