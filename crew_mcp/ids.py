@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from .errors import InvalidInputError
 
-__all__ = ["REQUEST_ID_META_KEY", "KickoffResult", "is_kickoff_id", "validate_kickoff_id"]
+__all__ = ["REQUEST_ID_META_KEY", "KickoffResult", "is_kickoff_id", "validate_kickoff_id", "webhook_path"]
 
 REQUEST_ID_META_KEY = "crew_mcp_request_id"
 """The ``meta`` key a kickoff carries crew-mcp's request id under (AMP echoes ``meta`` in every webhook)."""
@@ -43,3 +43,13 @@ def validate_kickoff_id(kickoff_id: str) -> str:
 def is_kickoff_id(kickoff_id: object) -> bool:
     """True when ``kickoff_id`` is a string safe to put in a URL path (see :func:`validate_kickoff_id`)."""
     return isinstance(kickoff_id, str) and kickoff_id not in {".", ".."} and bool(_KICKOFF_ID_RE.fullmatch(kickoff_id))
+
+
+def webhook_path(request_id: str, secret: str, kind: str = "") -> str:
+    """The path of a run's webhook URL for ``kind`` (``task``, ``step``, ``crew``), or its base without a kind.
+
+    The request id names the ledger record and the per-execution secret authenticates the caller, both checked
+    before any body is read (see :mod:`crew_mcp.webhooks`).
+    """
+    base = f"/webhooks/{request_id}/{secret}"
+    return f"{base}/{kind}" if kind else base

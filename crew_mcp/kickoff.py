@@ -24,6 +24,7 @@ from .clock import Clock
 from .crews import Crew
 from .detach import Detacher
 from .identity import Caller
+from .ids import REQUEST_ID_META_KEY, webhook_path
 from .ledger import Ledger, RecordState, RunRecord
 from .models import WebhookUrls
 from .retry import may_have_acted
@@ -141,7 +142,7 @@ class Launcher:
             owner=caller.owner,
             inputs=inputs if self.keep_input_values else {},
             input_names=sorted(inputs),
-            meta={"crew_mcp_request_id": request_id},
+            meta={REQUEST_ID_META_KEY: request_id},
             webhooks=self._webhook_urls(request_id, secret) if secret else None,
             webhook_secret=secret,
             created_at=now,
@@ -165,7 +166,7 @@ class Launcher:
 
     def _webhook_urls(self, request_id: str, secret: str) -> WebhookUrls:
         # The request id lets the receiver check the secret before it reads a body (see webhooks.py).
-        base = f"{self.webhook_base}/webhooks/{request_id}/{secret}"
+        base = f"{self.webhook_base}{webhook_path(request_id, secret)}"
         return WebhookUrls(taskWebhookUrl=f"{base}/task", stepWebhookUrl=f"{base}/step", crewWebhookUrl=f"{base}/crew")
 
 

@@ -30,7 +30,7 @@ from .errors import CrewMCPError
 from .ledger import RunRecord
 from .service import CrewService
 
-__all__ = ["KINDS", "MAX_BODY_BYTES", "MAX_DEPTH", "webhook_path", "webhook_routes"]
+__all__ = ["KINDS", "MAX_BODY_BYTES", "MAX_DEPTH", "webhook_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ class _Refused(Exception):
 
 
 _NOT_FOUND = 404, "Not Found"
-
-
-def webhook_path(request_id: str, secret: str, kind: str) -> str:
-    """The path of one webhook URL of a run (see the module docstring)."""
-    return f"/webhooks/{request_id}/{secret}/{kind}"
 
 
 def webhook_routes(service: Callable[[], CrewService | None]) -> list[Route]:

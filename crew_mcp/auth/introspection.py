@@ -20,8 +20,8 @@ from urllib.parse import quote
 import httpx2
 from mcp.server.auth.provider import AccessToken
 
-from ._http import FetchError, request_json, same_url
 from .config import AuthConfig, effective_scopes
+from .fetch import FetchError, request_json, same_url
 from .jwt import scopes_of
 
 __all__ = ["CACHE_SECONDS", "CACHE_SIZE", "IntrospectionVerifier"]

@@ -23,8 +23,8 @@ import httpx2
 import jwt
 from mcp.server.auth.provider import AccessToken
 
-from ._http import FetchError, request_json, same_url
 from .config import AuthConfig, effective_scopes
+from .fetch import FetchError, request_json, same_url
 
 __all__ = ["JWKS_MAX_AGE", "JWKS_MIN_REFRESH_INTERVAL", "JWTVerifier", "metadata_urls", "scopes_of"]
 

@@ -31,7 +31,7 @@ from ..models import ExecutionStatus
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["Change", "Deliver", "Fanout", "LocalFanout", "RedisFanout", "new_replica_id"]
+__all__ = ["Change", "Deliver", "Fanout", "RedisFanout", "new_replica_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,6 @@ class Fanout:
             await self._deliver(change)
         except Exception:  # one bad change must not stop the feed (or fail the writer that published it)
             logger.exception("applying a change to run %s failed", change.kickoff_id)
-
-
-LocalFanout = Fanout
 
 
 class RedisFanout(Fanout):

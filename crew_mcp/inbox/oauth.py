@@ -24,8 +24,8 @@ from urllib.parse import urlencode
 import httpx2
 from mcp.server.auth.provider import TokenVerifier
 
-from ..auth._http import DEFAULT_TIMEOUT, FetchError, request_json, same_url
 from ..auth.config import AuthConfig, Principal, principal_from_token
+from ..auth.fetch import DEFAULT_TIMEOUT, FetchError, request_json, same_url
 from ..auth.jwt import metadata_urls
 from .config import InboxConfig
 from .store import Store
