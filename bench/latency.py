@@ -121,8 +121,8 @@ async def run(up: Upstream, *, rounds: int = ROUNDS, calls: int = CALLS) -> Sect
         "values are medians over rounds of each round's percentile.",
         f"Upstream requests during the timed rounds: {hold_upstream} `GET /status` for the running run "
         f"({rounds * calls} calls each to crew-mcp, the floor and the naive bridge; the two baselines make one per "
-        f"call, so crew-mcp made {hold_upstream - 2 * rounds * calls}: a crew's answer serves no-wait calls for "
-        f"`CREW_MCP_STATUS_FRESH`, 0.25 s), **{instant_upstream}** for the finished run ({rounds * calls} calls).",
+        f"call, so crew-mcp made {hold_upstream - 2 * rounds * calls}: with `CREW_MCP_STATUS_FRESH` at its default, 0, "
+        f"every no-wait call asks the crew), **{instant_upstream}** for the finished run ({rounds * calls} calls).",
         f"The naive bridge's per-call HTTP client costs {naive_over_floor:.2f}× the floor at p50 "
         f"(≈{(median(p50['naive bridge']) - median(p50['floor get_status'])) * 1000:.1f} ms per call).",
     ]

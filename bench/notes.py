@@ -4,7 +4,7 @@ These figures come from a profiling session (cProfile of crew-mcp in-process, an
 ``CrewService.status`` separately against the same simulator), not from the run above; they explain its ratios.
 """
 
-NOTES = """## Where the time goes (profiles, 2026-11-23)
+NOTES = """## Where the time goes (profiles, 2026-11-23 and 2026-11-29)
 
 Measured separately from the run above: cProfile of crew-mcp in-process, and each layer of a running run's
 `get_status` timed on its own against the same simulator. Ratios drift by about ±0.15 between runs on this shared
@@ -28,16 +28,18 @@ and two server fixes: `TCP_NODELAY` on the HTTP servers' sockets (a 40 ms delaye
 response: asyncio sets it only when the socket's proto says TCP) and `serve --http` honouring the log level (it
 logged one INFO line per upstream request).
 
-- **Figure 1 (running run vs floor).** Before the fleet work (issue 12) this was 1.28–1.44× at p50: the floor's
-  tool is one GET returning the crew's JSON, and crew-mcp did the same GET plus a SQLite ledger read in a worker
-  thread (≈0.15–0.2 ms), normalizing, and a `RunView` the host validates against its output schema (≈0.08–0.2 ms of
-  jsonschema in the SDK client). Now every status change goes through the fleet's fan-out (`crew_mcp/fleet/`), so a
-  running record stays true in memory (the ledger read is gone; with SQLite it is trusted 1 s, since another process
-  may write the file unseen), and a crew's answer serves further no-wait calls for `CREW_MCP_STATUS_FRESH` (0.25 s)
-  unless a change arrives first (a webhook, a decision, another replica's poll drop or replace it). A burst of calls
-  therefore costs one upstream read per 0.25 s, which is why crew-mcp is now *below* the floor (that makes one read
-  per call). With `CREW_MCP_STATUS_FRESH=0` every call reads the crew again, as before, at about 1.28× (the
-  record read stays in memory).
+- **Figure 1 (running run vs floor, ≈1.3× at p50, target 1.15×: not met).** The floor's tool is one GET returning
+  the crew's JSON. crew-mcp makes the same GET (with `CREW_MCP_STATUS_FRESH` at its default, 0, every no-wait call
+  asks the crew: a user who asks for the status expects the crew's word of now). Since the fleet work (issue 12)
+  every status change goes through the fan-out (`crew_mcp/fleet/`), so a running record stays true in memory and
+  the SQLite read of ≈0.15–0.2 ms is gone (a SQLite record is trusted 1 s, since another process may write the
+  file unseen). What is left above the floor, ≈0.3–0.4 ms per call: the SDK's middleware and our boundary
+  (argument checks, caller, telemetry hooks), the retry/deadline wrapper around the GET (≈0.1 ms), normalizing the
+  crew's answer (≈0.05 ms), and a `RunView` the host validates against its output schema (≈0.08 ms of jsonschema in
+  the SDK client) where the floor returns a bare string. Operators who want bursts cheaper can set
+  `CREW_MCP_STATUS_FRESH=0.25`: a crew's answer then serves further no-wait calls for 0.25 s unless a change arrives
+  first (a webhook, a decision, another replica's poll drop or replace it), and the ratio falls below 1× (one
+  upstream read per 0.25 s instead of one per call). We kept 0 as the default.
 - **Figure 2 (finished run vs `echo`, 1.29–1.37×, target 1.2×).** No upstream request is made and no ledger read either
   (in-process cache). What remains is the size of the answer: the final output and per-task results (≈1 KB) are
   serialized, sent over stdio and validated by the host, where `echo` returns a short string. A smaller answer

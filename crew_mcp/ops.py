@@ -41,7 +41,7 @@ READY_TTL = 1.0
 """Seconds a readiness answer is reused (Kubernetes probes every few seconds; a burst of probes costs one)."""
 PROBE_TIMEOUT = 2.0
 """Seconds the ledger has to answer a readiness probe (below the manifests' 3 s probe timeout)."""
-_WEBHOOK_OUTCOMES = {202: "accepted", 400: "bad_request", 404: "refused", 503: "unavailable"}
+_WEBHOOK_OUTCOMES = {202: "accepted", 400: "bad_request", 404: "refused", 413: "too_large", 503: "unavailable"}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

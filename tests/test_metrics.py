@@ -33,6 +33,7 @@ from crew_mcp.service import CrewService
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import Simulator, builtin_crews
 from crew_mcp.telemetry import Telemetry, endpoint_of, status_class
+from crew_mcp.webhooks import MAX_BODY_BYTES
 
 Table = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -105,6 +106,8 @@ async def test_metrics_after_a_scripted_flow_count_exactly_what_happened() -> No
         refused = await s.http.post("/webhooks/not-the-secret/task", json={"kickoff_id": kickoff_id})
         assert refused.status_code == 404
         assert (await s.http.post("/webhooks/x/unknown_kind", json={"kickoff_id": kickoff_id})).status_code == 404
+        oversized = b"{" + b" " * MAX_BODY_BYTES + b"}"  # the legacy route reads (at most the cap of) a body first
+        assert (await s.http.post("/webhooks/not-the-secret/step", content=oversized)).status_code == 413
 
         m = await s.scrape()
         sim = s.sim
@@ -147,6 +150,7 @@ async def test_metrics_after_a_scripted_flow_count_exactly_what_happened() -> No
         **{(kind, "accepted"): n for kind, n in delivered.items()},
         ("task", "refused"): 1,
         ("other", "refused"): 1,
+        ("step", "too_large"): 1,
     }
 
     ledger = {dict(k)["operation"]: v for k, v in m["crew_mcp_ledger_operations_total"].items()}

@@ -409,6 +409,7 @@ function renderHistory(run) {
 function who(d) {
   if (d.by === "human" && d.via === "app") return "a person, in this card";
   if (d.by === "human" && d.via === "elicitation") return "a person, in a form";
+  if (d.by === "human" && d.via === "inbox") return "a person, in the approvals inbox";
   if (d.via === "cli") return "a person, in the terminal";
   if (d.by === "system") return "automatically (no answer in time)";
   return d.by === "model" ? "the assistant, for the user" : d.by;
