@@ -1,10 +1,11 @@
 """The fleet's part of ``crew-mcp serve --http``: the service opener, shared request-state keys, graceful shutdown.
 
 Graceful shutdown (SIGTERM, or Ctrl-C): :class:`DrainingServer` first *drains* (``/readyz`` answers 503
-``draining`` so balancers send traffic elsewhere, ``/healthz`` stays 200; every wait ends at once with the run's handle and next step, the poll loops stop and release
-their leases so another replica takes over at its next poll), then lets uvicorn stop accepting and wait for
-the open requests; whatever is still open after ``shutdown_grace_seconds`` (a 2025-era client's idle GET
-stream) is cut, so the process always exits within that bound plus a moment.
+``draining`` so balancers send traffic elsewhere while ``/healthz`` stays 200; every wait ends at once with the
+run's handle and next step; the poll loops stop and release their leases so another replica takes over at its
+next poll), then lets uvicorn stop accepting and wait for the open requests; whatever is still open after
+``shutdown_grace_seconds`` (a 2025-era client's idle GET stream) is cut, so the process always exits within that
+bound plus a moment.
 """
 
 from __future__ import annotations
