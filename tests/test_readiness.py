@@ -65,6 +65,18 @@ async def test_readyz_is_unavailable_until_the_service_runs() -> None:
     assert health.status_code == 503
 
 
+async def test_draining_turns_readiness_away_while_liveness_stays_up() -> None:
+    sock = loopback_socket()
+    app = build_app(Settings(owner=OWNER, ledger_url="memory://"), host="127.0.0.1", port=sock.getsockname()[1])
+    async with serve_on(app, sock) as url, httpx2.AsyncClient(base_url=url, timeout=10) as http:
+        await readyz_until(http, 200)
+        await app.drain()  # what SIGTERM does first (crew_mcp/fleet/http.py)
+        draining = await http.get("/readyz")  # not the cached "ready": draining is checked on every probe
+        health = await http.get("/healthz")
+    assert (draining.status_code, draining.json()["reason"]) == (503, "draining")
+    assert (health.status_code, health.json()["status"]) == (200, "draining")  # alive: a restart would not help
+
+
 async def test_readyz_fails_while_the_sqlite_file_is_gone_and_recovers_when_it_is_back(tmp_path: Path) -> None:
     db = tmp_path / "data" / "ledger.db"
     async with app_at(f"sqlite:///{db}") as http:
