@@ -17,7 +17,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cache import RecordCache
 from .fanout import Change, Fanout, RedisFanout, new_replica_id
@@ -121,12 +120,9 @@ def _redis_clients(url: str) -> tuple[Redis, Redis, str, str]:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
 
-    from ..ledger.redis import redact_url
+    from ..ledger.redis_keys import redact_url, split_prefix
 
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "prefix"), _DEFAULT_PREFIX)
-    bare = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+    bare, prefix = split_prefix(url, _DEFAULT_PREFIX)
     # One quick retry only: a lease check or a publish must not hold a poll loop or a writer for seconds while
     # Redis is away (both fail open; see leases.py and fanout.py).
     quick = Retry(ExponentialBackoff(cap=0.05, base=0.01), 1)

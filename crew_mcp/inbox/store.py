@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from ..errors import LedgerError
 from ..ledger import sqlite_path
+from ..ledger.redis_keys import redact_url, split_prefix
 
 __all__ = ["MemoryStore", "RedisStore", "SqliteStore", "Store", "open_store", "store_url"]
 
@@ -73,11 +74,10 @@ def store_url(sessions_url: str | None, ledger_url: str) -> str:
     if scheme == "sqlite":
         return "sqlite:///" + str(sqlite_path(ledger_url).parent / "inbox-sessions.db").lstrip("/")
     if scheme in ("redis", "rediss", "unix"):
-        parts = urlsplit(ledger_url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = next((v for k, v in query if k == "prefix"), "crew-mcp:") + "inbox:"
-        rest = [(k, v) for k, v in query if k != "prefix"] + [("prefix", prefix)]
-        return urlunsplit(parts._replace(query=urlencode(rest)))
+        bare, prefix = split_prefix(ledger_url, "crew-mcp:")
+        parts = urlsplit(bare)
+        query = [*parse_qsl(parts.query, keep_blank_values=True), ("prefix", prefix + "inbox:")]
+        return urlunsplit(parts._replace(query=urlencode(query)))
     return "memory://"
 
 
@@ -253,15 +253,10 @@ class RedisStore:
             raise LedgerError(
                 "A redis:// session store needs the redis package: pip install 'crew-mcp[redis]'."
             ) from None
-        from ..ledger.redis import redact_url
-
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = next((v for k, v in query if k == "prefix"), "crew-mcp:inbox:")
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+        bare, prefix = split_prefix(url, "crew-mcp:inbox:")
         try:
             client = redis.asyncio.Redis.from_url(
-                urlunsplit(parts._replace(query=rest)),
+                bare,
                 decode_responses=True,
                 socket_connect_timeout=5.0,
                 socket_timeout=5.0,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import stamina
 from pydantic import ValidationError
@@ -33,7 +33,7 @@ from crew_mcp.ledger.records import (
     micros,
     utcnow,
 )
-from crew_mcp.ledger.redis_keys import INSERT_SCRIPT, KeySpace, glob_escape, redact_url
+from crew_mcp.ledger.redis_keys import INSERT_SCRIPT, KeySpace, glob_escape, redact_url, split_prefix
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -84,13 +84,10 @@ class RedisLedger(LedgerBase):
             from redis.backoff import ExponentialBackoff
         except ImportError:  # pragma: no cover - depends on the installation
             raise LedgerError("A redis:// ledger needs the redis package: pip install 'crew-mcp[redis]'.") from None
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+        bare, prefix = split_prefix(url, DEFAULT_PREFIX)
         try:
             client = redis.asyncio.Redis.from_url(
-                urlunsplit(parts._replace(query=rest)),
+                bare,
                 decode_responses=True,
                 socket_connect_timeout=5.0,
                 socket_timeout=5.0,
@@ -99,7 +96,7 @@ class RedisLedger(LedgerBase):
         except (ValueError, TypeError) as exc:
             raise LedgerError(f"Invalid Redis ledger URL {redact_url(url)}: {exc}.") from None
         ledger = cls(client, prefix=prefix, where=redact_url(url))
-        ledger._secret = parts.password
+        ledger._secret = urlsplit(url).password
         return ledger
 
     def __repr__(self) -> str:

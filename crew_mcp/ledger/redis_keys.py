@@ -15,14 +15,14 @@ idx:anystate:{state}                 every owner's records in one state (approve
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from crew_mcp.ledger.records import RunRecord, micros
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
-__all__ = ["INSERT_SCRIPT", "KeySpace", "glob_escape", "redact_url"]
+__all__ = ["INSERT_SCRIPT", "KeySpace", "glob_escape", "redact_url", "split_prefix"]
 
 # ARGV: idx:created, idx:updated, then 10 per record: run key, kickoff key or "", owner, conversation, state and
 # any-owner state index keys, request_id, created µs, updated µs, JSON. Checks all before writing: all or nothing.
@@ -93,6 +93,16 @@ def redact_url(url: str) -> str:
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def split_prefix(url: str, default: str) -> tuple[str, str]:
+    """``url`` without crew-mcp's own ``?prefix=`` parameter (what redis-py may be given), and that key prefix
+    (``default`` when the URL names none). Every Redis user in crew-mcp (ledger, fleet, inbox sessions) reads it."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), default)
+    bare = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+    return bare, prefix
 
 
 def glob_escape(text: str) -> str:
