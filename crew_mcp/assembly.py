@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -32,7 +33,13 @@ from .watch import POLL_INITIAL
 if TYPE_CHECKING:
     from .simulator import Simulator
 
-__all__ = ["open_service"]
+__all__ = ["open_service", "simulator_state"]
+
+
+def simulator_state(ledger_url: str) -> Path | None:
+    """Where the embedded simulator keeps its runs: ``simulator.db`` beside a SQLite ledger, so runs outlive the
+    process like the ledger's records do; None (in memory, gone with the process) for any other ledger."""
+    return sqlite_path(ledger_url).parent / "simulator.db" if ledger_url.startswith("sqlite:") else None
 
 
 @asynccontextmanager
@@ -69,7 +76,7 @@ async def open_service(
         raise e.ConfigError(problem)
     clock = clock or SystemClock()
     url = settings.ledger_url or default_ledger_url()
-    state = sqlite_path(url).parent / "simulator.db" if ledger is None and url.startswith("sqlite:") else None
+    state = simulator_state(url) if ledger is None else None
     registry = build_registry(settings, transport=transport, simulator=simulator, simulator_state=state)
     telemetry.attach(registry)
     store = telemetry.ledger(ledger or open_ledger(url))

@@ -147,13 +147,13 @@ def _setup_tracing() -> None:
 
 
 async def _with_service(settings: Settings, fn: Callable[[CrewService], Awaitable[int]]) -> int:
-    from .assembly import open_service
+    from .assembly import open_service, simulator_state
+    from .ledger import default_ledger_url
 
     if settings.simulated:
-        print(
-            "note: no crew configured; using the built-in simulator in this process (its runs end with the command).",
-            file=sys.stderr,
-        )
+        kept = simulator_state(settings.ledger_url or default_ledger_url())
+        where = f"its runs are kept in {kept}" if kept else "its runs end with the command"
+        print(f"note: no crew configured; using the built-in simulator ({where}).", file=sys.stderr)
     async with open_service(settings) as service:
         return await fn(service)
 
