@@ -259,10 +259,12 @@ class Approvals:
         """The runs waiting for a review the caller may give, newest first (expired ones rejected when the policy says
         so): its own, and for an approver everyone's.
 
-        Running runs are re-read first, within the settings' margin; what the crews did not answer by then is
-        listed as the ledger has it.
+        Running runs are re-read first, and expired approvals rejected next, all within the settings' margin; what
+        the crews did not answer by then is listed as the ledger has it.
         """
-        with anyio.move_on_after(self.settings.answer_margin_seconds):
+        # One margin for the whole listing: the re-reads, then the expiry rejections in what is left of it.
+        deadline = anyio.current_time() + self.settings.answer_margin_seconds
+        with anyio.CancelScope(deadline=deadline):
             await self._refresh_running(caller)
         now = self.clock.now()
         expiry = self.settings.approval_expiry_seconds
@@ -276,8 +278,9 @@ class Approvals:
             if await self.expire(record) is not None and record.kickoff_id is not None:
                 rejected.add(record.kickoff_id)
 
-        # Expiry rejections go out together, within one margin (each runs to its end detached if the crew is slow).
-        with anyio.move_on_after(self.settings.answer_margin_seconds):
+        # Expiry rejections go out together (each runs to its end detached if the crew is slow); one not started by
+        # the deadline is sent at the next listing, and the run is listed as expired meanwhile.
+        with anyio.CancelScope(deadline=deadline):
             async with anyio.create_task_group() as tg:
                 for r in mine:
                     tg.start_soon(reject_if_expired, r)

@@ -30,7 +30,7 @@ from .runtime import Runtime
 from .settings import Settings
 from .views import dump
 
-__all__ = ["caller", "guard", "owner", "principal", "progress", "resource", "result", "translate"]
+__all__ = ["caller", "guard", "principal", "progress", "resource", "result", "translate"]
 
 _T = TypeVar("_T")
 
@@ -89,12 +89,6 @@ def principal(settings: Settings) -> Principal | None:
         raise MCPError(
             INTERNAL_ERROR, "The access token names no user; crew-mcp cannot tell whose runs to show."
         ) from None
-
-
-def owner(settings: Settings) -> str:
-    """The record owner of this request: the authenticated principal, else the configured or local owner."""
-    who = principal(settings)
-    return who.id if who is not None else default_owner(settings.owner)
 
 
 def caller(

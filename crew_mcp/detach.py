@@ -25,8 +25,7 @@ _T = TypeVar("_T")
 class Detached(Generic[_T]):
     """The handle of detached work: ``done`` once it finished, with its ``value`` or its ``error``."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def __init__(self) -> None:
         self.done = anyio.Event()
         self.value: _T | None = None
         self.error: Exception | None = None
@@ -68,7 +67,7 @@ class Detacher:
         """
         if self._tg is None:
             raise RuntimeError("Detacher used outside 'async with'")
-        handle: Detached[_T] = Detached(what)
+        handle: Detached[_T] = Detached()
 
         async def task() -> None:
             with anyio.CancelScope(shield=True):

@@ -14,7 +14,7 @@ import getpass
 from dataclasses import dataclass, replace
 from typing import Literal
 
-__all__ = ["DEFAULT_CONVERSATION", "Caller", "Decider", "default_owner", "local_owner"]
+__all__ = ["DEFAULT_CONVERSATION", "Caller", "Decider", "default_owner"]
 
 DEFAULT_CONVERSATION = "default"
 Decider = Literal["model", "human", "system"]

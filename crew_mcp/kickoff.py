@@ -116,7 +116,10 @@ class Launcher:
     async def _failed(self, exc: e.CrewAPIError, crew: str, record: RunRecord) -> Launch:
         """Record a failed kickoff as what it is; raise for a refusal, hand back the record for an uncertain one."""
         maybe = may_have_acted(exc)
-        message = _uncertain(exc, crew, record.request_id) if maybe else _refused(exc, crew)
+        refusal = e.UpstreamError.from_api(
+            exc, crew=crew, action="start the run", note=_NOT_STARTED, may_have_started=False
+        )
+        message = _uncertain(exc, crew, record.request_id) if maybe else str(refusal)
         problem = None
         try:
             await self.ledger.mark_failed(record.request_id, message, may_have_started=maybe)
@@ -124,7 +127,7 @@ class Launcher:
             logger.error("kickoff %s failed and could not be recorded: %s", record.request_id, ledger_exc)
             problem = str(ledger_exc)
         if not maybe:
-            raise e.UpstreamError.from_api(exc, crew=crew, action="start the run", note=_NOT_STARTED)
+            raise refusal
         logger.warning("kickoff %s on crew %s may have started: %s", record.request_id, crew, exc)
         state = RecordState.MAY_HAVE_STARTED
         marked = record.model_copy(update={"state": state, "error": message, "updated_at": self.clock.now()})
@@ -171,10 +174,6 @@ class Launcher:
 
 
 _NOT_STARTED = "No run was started."
-
-
-def _refused(exc: e.CrewAPIError, crew: str) -> str:
-    return str(e.UpstreamError.from_api(exc, crew=crew, action="start the run", note=_NOT_STARTED))
 
 
 def _uncertain(exc: e.CrewAPIError, crew: str, request_id: str) -> str:

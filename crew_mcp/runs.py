@@ -23,16 +23,15 @@ from typing import Any
 
 from . import errors as e
 from .adoption import Adopter
-from .client import REQUEST_ID_META_KEY, validate_kickoff_id
 from .clock import Clock
 from .crews import CrewRegistry
 from .fleet import Change, Fleet
 from .identity import Caller
+from .ids import REQUEST_ID_META_KEY, is_kickoff_id, validate_kickoff_id
 from .ledger import Decision, Ledger, RecordState, RunRecord, Stop
 from .ledger.records import merge_status
 from .models import ExecutionStatus, PendingHumanInput
 from .statuses import (
-    RESAVE_AFTER,
     changed,
     crew_webhook_status,
     is_human_request,
@@ -44,17 +43,7 @@ from .statuses import (
 )
 from .watch import POLL_INITIAL, Observation, OnUpdate, StatusHub
 
-__all__ = [
-    "FINISHED_CACHE",
-    "RESAVE_AFTER",
-    "NoAnswerYet",
-    "OnChange",
-    "OnPause",
-    "RunTracker",
-    "live",
-    "not_found",
-    "shown",
-]
+__all__ = ["NoAnswerYet", "OnChange", "OnPause", "RunTracker", "not_found"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +52,9 @@ OnChange = Callable[[str], Awaitable[None]]
 OnPause = Callable[[RunRecord], None]
 """Told, synchronously, of a saved record that waits for review now (reviewer notices); it must not block."""
 
-FINISHED_CACHE = 1024
-"""How many finished records a tracker keeps in memory (they never change; see :mod:`crew_mcp.fleet.cache`)."""
+FRESH_KEPT = 1024
+"""How many recent status reads a tracker keeps for reuse within ``fresh_for`` (records themselves are kept by
+:mod:`crew_mcp.fleet.cache`)."""
 FRESH_FOR = 0.0
 """Default seconds a status read from the crew (here, or by another replica's poll) answers a no-wait status call
 without a new read (``CREW_MCP_STATUS_FRESH``). Off by default: every no-wait call asks the crew, as a user expects;
@@ -141,18 +131,7 @@ class RunTracker:
                     "from other conversations and pass their kickoff_id, or kickoff_crew to start one."
                 )
             return latest
-        validate_kickoff_id(kickoff_id)
-        record = self._cache.get(kickoff_id)
-        if record is None or record.owner != caller.owner:
-            record = await self.ledger.get(kickoff_id, owner=caller.owner)
-            self._remember(record)
-        if record is None and caller.approver:
-            # An approver may read another's run only while it waits for a decision they may make.
-            other = await self.ledger.get(kickoff_id, owner=None)
-            if other is not None and other.state is RecordState.WAITING_FOR_HUMAN and caller.may_decide(other.owner):
-                record = other
-        if record is None:
-            record = await self.ledger.get_request(kickoff_id, owner=caller.owner)
+        record, _ = await self._lookup(kickoff_id, caller)
         if record is None:
             raise not_found(kickoff_id)
         return record
@@ -168,12 +147,14 @@ class RunTracker:
             UnknownCrewError: ``crew`` names no crew.
             UpstreamError: the crews could not be asked.
         """
-        try:
+        if not kickoff_id:
             return await self.find(kickoff_id, caller), False
-        except e.RunNotFoundError:
-            # Never for an id the ledger holds for another owner: no upstream call, and the same words.
-            if self.adopter is None or await self.ledger.get(kickoff_id, owner=None) is not None:
-                raise
+        record, held_by_other = await self._lookup(kickoff_id, caller)
+        if record is not None:
+            return record, False
+        # Never for an id the ledger holds for another owner: no upstream call, and the same words.
+        if self.adopter is None or held_by_other:
+            raise not_found(kickoff_id)
         adopted = await self.adopter.adopt(kickoff_id, caller, crew, within)
         if adopted is None:
             raise not_found(kickoff_id)
@@ -181,6 +162,29 @@ class RunTracker:
         self._remember(adopted)
         self._paused(adopted)
         return adopted, True
+
+    async def _lookup(self, kickoff_id: str, caller: Caller) -> tuple[RunRecord | None, bool]:
+        """The caller's record for ``kickoff_id`` (or for a kickoff's request id), and whether the ledger holds that
+        kickoff_id for another owner; one ledger read by kickoff_id whatever the owner (the cache first).
+
+        Raises:
+            InvalidInputError: the kickoff_id is malformed.
+            LedgerError: the ledger could not be read.
+        """
+        validate_kickoff_id(kickoff_id)
+        record = self._cache.get(kickoff_id)
+        if record is not None and record.owner == caller.owner:
+            return record, False
+        held = await self.ledger.get(kickoff_id, owner=None)
+        if held is not None and held.owner == caller.owner:
+            self._remember(held)
+            return held, False
+        # An approver may read another's run only while it waits for a decision they may make.
+        approvable = held is not None and held.state is RecordState.WAITING_FOR_HUMAN and caller.approver
+        if held is not None and approvable and caller.may_decide(held.owner):
+            return held, False
+        by_request = await self.ledger.get_request(kickoff_id, owner=caller.owner)
+        return by_request, held is not None and by_request is None
 
     def lost(self, record: RunRecord) -> e.RunLostError:
         """The error for a run the ledger holds but its crew says it does not know."""
@@ -273,7 +277,7 @@ class RunTracker:
         Raises:
             LedgerError: the record could not be confirmed.
         """
-        if not _valid_id(kickoff_id):
+        if not is_kickoff_id(kickoff_id):
             return None
         confirmed = await self.ledger.confirm(record.request_id, kickoff_id)
         logger.info("run %s of request %s confirmed by the crew's webhook", kickoff_id, record.request_id)
@@ -291,7 +295,7 @@ class RunTracker:
         """
         meta = payload.get("meta")
         request_id = meta.get(REQUEST_ID_META_KEY) if isinstance(meta, dict) else None
-        if not isinstance(request_id, str) or not request_id or not _valid_id(kickoff_id):
+        if not isinstance(request_id, str) or not request_id or not is_kickoff_id(kickoff_id):
             return None
         record = await self.ledger.get_request(request_id, owner=None)
         expected = record.webhook_secret if record is not None else None
@@ -357,7 +361,7 @@ class RunTracker:
             return
         self._recent[kickoff_id] = (time.monotonic(), observation)
         self._recent.move_to_end(kickoff_id)
-        while len(self._recent) > FINISHED_CACHE:
+        while len(self._recent) > FRESH_KEPT:
             self._recent.popitem(last=False)
 
     def forget_live(self) -> None:
@@ -378,14 +382,6 @@ class RunTracker:
     def _remember(self, record: RunRecord | None) -> None:
         """Keep records in memory: finished ones never change; running ones stay true through the fan-out."""
         self._cache.put(record)
-
-
-def _valid_id(kickoff_id: str) -> bool:
-    try:
-        validate_kickoff_id(kickoff_id)
-    except e.InvalidInputError:
-        return False
-    return True
 
 
 def not_found(kickoff_id: str) -> e.RunNotFoundError:

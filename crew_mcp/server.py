@@ -40,7 +40,7 @@ from .tools import register_tools
 from .typed_tools import register_typed_tools
 from .views import execution_uri
 
-__all__ = ["Runtime", "ServiceOpener", "build_server"]
+__all__ = ["ServiceOpener", "build_server"]
 
 ServiceOpener = Callable[..., AbstractAsyncContextManager[CrewService]]
 """:func:`~crew_mcp.assembly.open_service`, or the same with some of its arguments bound (tests)."""

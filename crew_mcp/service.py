@@ -16,18 +16,19 @@ import anyio
 
 from . import errors as e
 from .approvals import Approvals
-from .client import validate_kickoff_id
 from .clock import Clock
 from .crews import Crew, CrewRegistry
 from .detach import Detacher
 from .fleet import Fleet
 from .identity import Caller
+from .ids import is_kickoff_id
 from .inputs import InputInfo, validate_inputs
 from .kickoff import Launcher
 from .ledger import Ledger, RecordState, RunRecord
 from .models import ExecutionState
-from .runs import NoAnswerYet, OnChange, OnPause, RunTracker, live
+from .runs import NoAnswerYet, OnChange, OnPause, RunTracker
 from .settings import Settings
+from .statuses import live
 from .stopping import Stopper, StopView
 from .tracing import traced
 from .views import (
@@ -67,7 +68,6 @@ class CrewService:
         self.registry = registry
         self.ledger = ledger
         self.clock = clock
-        self.webhook_base = webhook_base
         self.guidance = Guidance(approval_policy=settings.approval_policy, wait_seconds=settings.recommended_wait)
         self.detacher = Detacher()
         self.runs = RunTracker(
@@ -289,9 +289,7 @@ class CrewService:
         Raises:
             LedgerError: the ledger could not be read.
         """
-        try:
-            validate_kickoff_id(kickoff_id)
-        except e.InvalidInputError:
+        if not is_kickoff_id(kickoff_id):
             return False
         return await self.ledger.get(kickoff_id, owner=caller.owner) is not None
 

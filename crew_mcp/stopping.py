@@ -23,7 +23,8 @@ from .identity import Caller
 from .ledger import RecordState, RunRecord, Stop
 from .ledger.records import StopResult
 from .retry import may_have_acted
-from .runs import RunTracker, live, not_found
+from .runs import RunTracker, not_found
+from .statuses import live
 from .views import Guidance, RunView
 
 __all__ = ["StopView", "Stopper", "human_only_stop_message"]

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 
 from ..identity import Caller
 from ..ledger import RecordState, RunRecord
-from ..runs import live
 from ..service import CrewService
+from ..statuses import live
 
 __all__ = ["HISTORY_LIMIT", "RUNS_LIMIT", "InboxState", "Viewer", "build_state", "fingerprint", "owner_label"]
 
