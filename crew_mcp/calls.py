@@ -17,11 +17,21 @@ from typing import Any
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import BaseModel
 
 from .logs import bound
 from .telemetry import Telemetry
 
-__all__ = ["RequestScope", "outcome_of"]
+__all__ = ["RequestScope", "as_dict", "outcome_of"]
+
+
+def as_dict(result: HandlerResult) -> dict[str, Any]:
+    """A handler's result as the JSON object it goes out as, for middleware that amends it (a model is dumped the
+    way the SDK sends it: by alias, JSON types, no nulls)."""
+    if isinstance(result, BaseModel):
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return dumped
+    return dict(result or {})
 
 
 def outcome_of(result: Any) -> str:

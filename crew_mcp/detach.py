@@ -1,6 +1,6 @@
 """Work that must finish even when nobody waits for it any more: a POST that may start or change paid work.
 
-A tool call must answer within its bound whatever the crew does, but a ``POST /kickoff`` or ``POST /resume``
+A tool call must answer within its bound whatever the crew does, but a ``POST /kickoff``, ``/resume`` or ``/stop``
 that may have reached the crew must still be seen through: its answer names a billed run (a kickoff_id to
 record) or settles a decision. :class:`Detacher` runs such work shielded in the service's task group and lets
 the caller wait for it only as long as the caller may.

@@ -22,8 +22,8 @@ from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import INVALID_PARAMS, LoggingLevel
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel
 
+from .calls import as_dict
 from .models import ExecutionState, ExecutionStatus
 
 __all__ = ["DEFAULT_LEVEL", "LOGGER", "LogLevels", "run_events"]
@@ -78,10 +78,7 @@ class LogLevels:
             return {}
         result = await call_next(ctx)
         if ctx.method in ("initialize", "server/discover"):
-            if isinstance(result, BaseModel):
-                dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            else:
-                dumped = dict(result or {})
+            dumped = as_dict(result)
             dumped.setdefault("capabilities", {}).setdefault("logging", {})
             return dumped
         return result

@@ -303,9 +303,7 @@ class RunTracker:
             return None
         if not secrets.compare_digest(expected.encode(), secret.encode(errors="replace")):
             return None
-        confirmed = await self.ledger.confirm(request_id, kickoff_id)
-        logger.info("run %s of request %s confirmed by the crew's webhook", kickoff_id, request_id)
-        return confirmed
+        return await self.confirm_by_webhook(record, kickoff_id)
 
     async def decide(self, kickoff_id: str, decision: Decision) -> RunRecord | None:
         """Record a decision the crew accepted, and wake the run's poll loop: the crew acts on it next.

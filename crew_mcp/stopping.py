@@ -4,7 +4,7 @@
 ``{"detail": "Cannot stop execution. Current state: ..."}`` when the run has already ended; a deployment without
 it answers 404 ``Not Found`` (not the ``Execution not found`` body of an unknown run) or 405. Every answer is
 recorded on the run (who asked, how, when, the result) through the run tracker; a carried-out stop makes the run
-``cancelled`` at once. The surfaces (the ``cancel_run`` tool, ``crew-mcp cancel``, later the inbox) confirm with
+``cancelled`` at once. The surfaces (the ``cancel_run`` tool, ``crew-mcp cancel``, the approvals inbox) confirm with
 a person first; this module does what they decided.
 """
 
@@ -119,7 +119,6 @@ class Stopper:
         sent = await self.detacher.run(f"stop of run {kid}", lambda: self._send(record, caller), within=self.margin)
         if not sent.done.is_set():
             view = self._view(record, caller, "sent")
-            view.stopped = False
             view.next_step = view.run.next_step = (
                 f"Crew {record.crew!r} has not answered the stop within {self.margin:g} s; it was sent, and its answer "
                 f"is recorded when it comes. Call get_status(kickoff_id={kid!r}) in a little while to see whether the "
@@ -190,7 +189,7 @@ class Stopper:
         return StopView(
             kickoff_id=record.kickoff_id or "",
             crew=record.crew,
-            stopped=True,
+            stopped=result != "sent",
             result=result,
             stopped_by=f"{caller.by} via {caller.via}",
             run=run,

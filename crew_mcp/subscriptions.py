@@ -20,8 +20,8 @@ from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import INVALID_PARAMS
-from pydantic import BaseModel
 
+from .calls import as_dict
 from .views import execution_uri
 
 __all__ = ["Guard", "Subscriptions"]
@@ -70,10 +70,7 @@ class Subscriptions:
             ctx = replace(ctx, params=await self._watchable(ctx.params or {}))
         result = await call_next(ctx)
         if ctx.method == "initialize":
-            if isinstance(result, BaseModel):
-                dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            else:
-                dumped = dict(result or {})
+            dumped = as_dict(result)
             dumped.setdefault("capabilities", {}).setdefault("resources", {}).update(subscribe=True)
             return dumped
         return result

@@ -46,6 +46,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from ..boundary import guard
+from ..calls import as_dict
 from ..errors import RunNotFoundError
 from ..identity import Caller
 from ..models import ExecutionStatus
@@ -295,11 +296,7 @@ class RunCard(Apps):
         result = await call_next(ctx)
         if ctx.method not in ("tools/list", "resources/list") or client_supports_apps(ctx):
             return result
-        data: dict[str, Any] = (
-            result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            if isinstance(result, BaseModel)
-            else dict(result or {})
-        )
+        data = as_dict(result)
         if ctx.method == "tools/list":
             data["tools"] = [_plain_tool(t) for t in data.get("tools", []) if t.get("name") not in APP_TOOLS]
         else:
