@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import httpx2
@@ -25,6 +25,7 @@ import stamina
 
 from . import __version__
 from .bodies import EXCERPT_CHARS, Bodies
+from .crewconfig import StatusPathMode
 from .errors import (
     APIConnectionError,
     APITimeoutError,
@@ -79,7 +80,6 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts(connect=5.0, read=30.0, write=30.0, total=60.0)
 DEFAULT_MAX_RETRIES = 4
 
-StatusPathMode = Literal["auto", "/status/{kickoff_id}", "/{kickoff_id}/status"]
 _STATUS_PATHS: tuple[str, str] = ("/status/{kickoff_id}", "/{kickoff_id}/status")
 
 # Backoff between retries of safe calls: 0.5 s, 1 s, 2 s, ... capped, plus up to 1 s of jitter.
@@ -338,7 +338,7 @@ class CrewClient:
                 yield scope.deadline
         except TimeoutError:
             raise APITimeoutError(
-                f"{method} {path} on {self._where} took longer than {self._timeouts.total:g} s in total "
+                f"{method} {path} on {self._bodies.where} took longer than {self._timeouts.total:g} s in total "
                 "(retries included); the crew may be overloaded, try again later",
                 crew=self.name,
                 method=method,
@@ -373,7 +373,7 @@ class CrewClient:
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx2.Response:
         """The one place that talks HTTP: returns a 2xx response or raises a :mod:`crew_mcp.errors` class."""
         call: dict[str, Any] = {"crew": self.name, "method": method, "path": path or "/"}
-        said = f"{method} {path or '/'}"
+        said, where = f"{method} {path or '/'}", self._bodies.where
         started = time.perf_counter()
         outcome = "error"
         tracked = self.telemetry.upstream_call(self.name, method, path)
@@ -383,19 +383,19 @@ class CrewClient:
             except _NOT_SENT as exc:
                 cls = APIConnectionError if isinstance(exc, httpx2.ConnectError) else APITimeoutError
                 raise cls(
-                    f"{said}: could not connect to {self._where} at {self._origin} ({type(exc).__name__}); check the "
+                    f"{said}: could not connect to {where} at {self._origin} ({type(exc).__name__}); check the "
                     "crew URL and the network",
                     sent=False,
                     **call,
                 ) from None
             except httpx2.TimeoutException as exc:
                 raise APITimeoutError(
-                    f"{said}: {self._where} did not answer in time ({type(exc).__name__})", **call
+                    f"{said}: {where} did not answer in time ({type(exc).__name__})", **call
                 ) from None
             except httpx2.HTTPError as exc:
                 detail = self._bodies.redact(str(exc))[:EXCERPT_CHARS]
                 raise APIConnectionError(
-                    f"{said}: the connection to {self._where} failed after sending ({type(exc).__name__}: {detail})",
+                    f"{said}: the connection to {where} failed after sending ({type(exc).__name__}: {detail})",
                     **call,
                 ) from None
             outcome = str(response.status_code)
@@ -407,7 +407,3 @@ class CrewClient:
             tracked.end(outcome)
             ms = (time.perf_counter() - started) * 1000
             logger.debug("%s %s %s %s %.1fms", self.name or "-", method, path or "/", outcome, ms)
-
-    @property
-    def _where(self) -> str:
-        return f"crew {self.name!r}" if self.name else "the crew"

@@ -59,11 +59,6 @@ class ManualClock:
         self._order = itertools.count()
         self._due: list[tuple[float, int, anyio.CancelScope]] = []
 
-    @property
-    def elapsed(self) -> float:
-        """Seconds advanced since the clock was made."""
-        return self._elapsed
-
     def now(self) -> datetime:
         return self._start + timedelta(seconds=self._elapsed)
 

@@ -48,7 +48,7 @@ class Crew:
         """The crew's inputs: ``GET /inputs`` merged with the configuration, cached.
 
         Raises:
-            CrewAPIError: the crew could not be asked (only when nothing is cached).
+            CrewAPIError: the crew could not be asked (only when nothing fresh is cached).
         """
         if (cached := self._fresh(refresh)) is not None:
             return cached
@@ -85,14 +85,7 @@ class CrewRegistry:
         Raises:
             UnknownCrewError: unknown name, or no name while several crews are configured.
         """
-        if name:
-            crew = self.crews.get(name)
-            if crew is None:
-                raise UnknownCrewError(f"Unknown crew {name!r}. Available crews: {self._names()}. Call list_crews.")
-            return crew
-        if len(self.crews) == 1:
-            return next(iter(self.crews.values()))
-        raise UnknownCrewError(f"Several crews are configured; pass crew= one of {self._names()}.")
+        return self._pick(name, sorted(self.crews))
 
     def for_caller(self, name: str | None, caller: Caller | None) -> Crew:
         """The crew ``name`` (with no name, the only one) among those ``caller`` may use; a crew it may not use is
@@ -104,21 +97,22 @@ class CrewRegistry:
         if caller is None or caller.crews is None:
             return self.get(name)
         mine = sorted(n for n in self.crews if caller.may_use(n))
-        if name and name in mine:
-            return self.crews[name]
-        if not name and len(mine) == 1:
-            return self.crews[mine[0]]
         if not mine:
             raise UnknownCrewError(
                 "No crew is open to you on this server; ask the person who runs crew-mcp to give you access."
             )
-        available = ", ".join(mine)
-        if name:
-            raise UnknownCrewError(f"Unknown crew {name!r}. Available crews: {available}. Call list_crews.")
-        raise UnknownCrewError(f"Several crews are configured; pass crew= one of {available}.")
+        return self._pick(name, mine)
 
-    def _names(self) -> str:
-        return ", ".join(sorted(self.crews)) or "(none)"
+    def _pick(self, name: str | None, names: list[str]) -> Crew:
+        """The crew ``name`` among ``names`` (sorted); with no name, the only one of them."""
+        available = ", ".join(names) or "(none)"
+        if name:
+            if name not in names:
+                raise UnknownCrewError(f"Unknown crew {name!r}. Available crews: {available}. Call list_crews.")
+            return self.crews[name]
+        if len(names) == 1:
+            return self.crews[names[0]]
+        raise UnknownCrewError(f"Several crews are configured; pass crew= one of {available}.")
 
     async def aclose(self) -> None:
         """Close every crew's connection pool (and the embedded simulator's state file)."""

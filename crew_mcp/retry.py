@@ -1,7 +1,7 @@
 """When a failed crew call may be sent again, and how long to wait: the AMP retry-safety rules in one place.
 
-``GET`` calls are safe to repeat: they retry on connection errors, timeouts, 429 and 5xx. ``POST /kickoff``
-and ``POST /resume`` start or change paid work: they are sent again **only when the request provably never
+``GET`` calls are safe to repeat: they retry on connection errors, timeouts, 429 and 5xx. ``POST /kickoff``,
+``/resume`` and ``/stop`` start or change paid work: they are sent again **only when the request provably never
 left crew-mcp** (the connection was refused, the name did not resolve, the connect or pool timeout ran out).
 A 429 or a 503 proves nothing: a gateway may answer so after it forwarded the request, so the work may have
 started. :func:`may_have_acted` says, for a failed POST, whether the crew may have acted on it.

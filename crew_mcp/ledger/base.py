@@ -33,7 +33,7 @@ __all__ = ["Ledger", "LedgerBase"]
 
 @runtime_checkable
 class Ledger(Protocol):
-    """The storage interface every backend implements (see the module docstring for the write order).
+    """The storage interface every backend implements (see :mod:`crew_mcp.ledger` for the write order).
 
     Methods keyed by ``kickoff_id`` return None for an unknown kickoff_id. Methods keyed by ``request_id``
     raise :class:`LedgerError` for an unknown one. Every backend failure raises :class:`LedgerError`.
