@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000; 0 picks a free one)")
 
     s = sub.add_parser("simulate", help="run the AMP-compatible simulator as an HTTP server")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8787)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
     s.add_argument("--crews", metavar="FILE", help="TOML or JSON file of simulated crews (default: built-ins)")
     s.add_argument("--token", default="sim-token", help="bearer token the simulator requires ('' for none)")
     s.add_argument("--time-scale", type=float, default=1.0, help="multiply task durations (0.1 = ten times faster)")
@@ -77,7 +77,7 @@ def _add_run_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     """The commands that work on crews and runs (they share the MCP server's ledger and owner)."""
     sub.add_parser("crews", help="list configured crews", parents=[out])
     s = sub.add_parser("inputs", help="list a crew's inputs", parents=[out])
-    s.add_argument("crew", nargs="?")
+    s.add_argument("crew", nargs="?", help="the crew (default: the only one)")
 
     s = sub.add_parser(
         "kickoff", help="start a run: crew-mcp kickoff [CREW] key=value ... (key:=JSON for JSON)", parents=[out]
@@ -87,26 +87,26 @@ def _add_run_commands(sub: Any, out: argparse.ArgumentParser) -> None:
     s.add_argument("--conversation", default="cli", help="conversation id to file the run under (default 'cli')")
 
     s = sub.add_parser("status", help="show a run's status", parents=[out])
-    s.add_argument("kickoff_id")
+    s.add_argument("kickoff_id", help="the run's kickoff_id (or its request id)")
     s.add_argument("--wait", action="store_true", help="follow the run until it settles")
 
     s = sub.add_parser("resume", help="approve or reject a run's pending task (a human decision)", parents=[out])
-    s.add_argument("kickoff_id")
+    s.add_argument("kickoff_id", help="the run waiting for review")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--approve", action="store_true")
-    g.add_argument("--reject", action="store_true")
+    g.add_argument("--approve", action="store_true", help="accept the task's output; the crew goes on")
+    g.add_argument("--reject", action="store_true", help="send the task back with --feedback to redo it")
     s.add_argument("--feedback", default="", help="feedback for the crew")
     s.add_argument("--task-id", help="the waiting task (default: the one the ledger knows)")
 
     s = sub.add_parser("cancel", help="stop a run at its crew for good (asks first)", parents=[out])
-    s.add_argument("kickoff_id")
+    s.add_argument("kickoff_id", help="the run to stop")
     s.add_argument("--yes", action="store_true", help="stop without asking (scripts; required with no terminal)")
 
     s = sub.add_parser("runs", help="list your runs, newest first", parents=[out])
-    s.add_argument("--conversation")
-    s.add_argument("--crew")
-    s.add_argument("--state")
-    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--conversation", help="only this conversation's runs (e.g. 'cli')")
+    s.add_argument("--crew", help="only this crew's runs")
+    s.add_argument("--state", help="only runs in this state (running, waiting_for_human, completed, failed, ...)")
+    s.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
 
     sub.add_parser("approvals", help="list runs waiting for human review", parents=[out])
 
