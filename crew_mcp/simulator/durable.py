@@ -174,6 +174,11 @@ class SqliteStore:
             self._call(lambda conn: None, write=False)
         return self._clock()
 
+    async def ready(self) -> None:
+        """Open the file (in a worker thread) unless it was opened before: a broken file fails every request."""
+        if self._epoch is None:
+            await anyio.to_thread.run_sync(self._call, lambda conn: None, False)
+
     async def transact(self, op: Callable[[Session], T]) -> tuple[T, list[Outgoing]]:
         """Run ``op`` in one write transaction in a worker thread; retried from scratch while the file is busy."""
         return await anyio.to_thread.run_sync(self._call, lambda conn: self._work(conn, op))

@@ -30,7 +30,8 @@ class Session(Protocol):
     """The wall-clock moment simulated time 0 stands for (timestamps in status bodies)."""
 
     def get(self, kickoff_id: str) -> Execution | None:
-        """The run, or None; changes made to it are kept when the unit of work ends."""
+        """The run, caught up to :attr:`now` (its due transitions run, their deliveries emitted), or None; changes
+        made to it are kept when the unit of work ends."""
 
     def add(self, execution: Execution) -> None:
         """Keep a new run."""
@@ -46,6 +47,13 @@ class Store(Protocol):
 
     def now(self) -> float:
         """Simulated seconds since the store's epoch."""
+
+    async def ready(self) -> None:
+        """Make sure the runs can be reached (a durable store opens its file on first use); cheap once it did.
+
+        Raises:
+            SimulatorStateError: the durable store's file cannot be opened or is not a state file.
+        """
 
     async def transact(self, op: Callable[[Session], T]) -> tuple[T, list[Outgoing]]:
         """Run ``op`` as one unit of work; return its result and the deliveries it caused."""
@@ -74,7 +82,11 @@ class _MemorySession:
         self._runs = store.runs
 
     def get(self, kickoff_id: str) -> Execution | None:
-        return self._runs.get(kickoff_id)
+        ex = self._runs.get(kickoff_id)
+        if ex is not None:
+            # Catch up: the clock may have passed this run's next transition since the last tick.
+            self.emit(ex.advance(self.now))
+        return ex
 
     def add(self, execution: Execution) -> None:
         self._runs[execution.id] = execution
@@ -101,6 +113,9 @@ class MemoryStore:
         if self.clock == "manual":
             return self._offset
         return time.monotonic() - self._t0 + self._offset
+
+    async def ready(self) -> None:
+        """Always ready."""
 
     async def transact(self, op: Callable[[Session], T]) -> tuple[T, list[Outgoing]]:
         """Run ``op`` inline: in one event-loop step, so no other request sees it half done."""
