@@ -33,7 +33,6 @@ __all__ = [
     "matches",
     "merge_status",
     "micros",
-    "newest_first_key",
     "pause_key",
     "utcnow",
 ]
@@ -319,11 +318,6 @@ def matches(
         and (crew is None or record.crew == crew)
         and (state is None or record.state.value == str(state))
     )
-
-
-def newest_first_key(record: RunRecord) -> tuple[datetime, str]:
-    """The sort key of listings (newest first when reversed); request_id breaks ties the same way everywhere."""
-    return record.created_at, record.request_id
 
 
 def check_prune_args(max_age: timedelta, max_count: int) -> None:
