@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from pydantic import ValidationError
@@ -150,8 +150,6 @@ class SqliteStore:
         path: the state file. Several processes may share it.
         busy_timeout: seconds to wait for another process's write lock.
     """
-
-    clock: Literal["wall", "manual"] = "wall"
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path)

@@ -43,8 +43,6 @@ class Session(Protocol):
 class Store(Protocol):
     """The runs and the clock of one simulator."""
 
-    clock: Clock
-
     def now(self) -> float:
         """Simulated seconds since the store's epoch."""
 
@@ -102,7 +100,7 @@ class MemoryStore:
     """
 
     def __init__(self, clock: Clock = "wall") -> None:
-        self.clock: Clock = clock
+        self._clock = clock
         self.runs: dict[str, Execution] = {}
         self.epoch = datetime.now(UTC)
         self._offset = 0.0
@@ -110,7 +108,7 @@ class MemoryStore:
 
     def now(self) -> float:
         """Simulated seconds since the store was created."""
-        if self.clock == "manual":
+        if self._clock == "manual":
             return self._offset
         return time.monotonic() - self._t0 + self._offset
 
