@@ -35,6 +35,7 @@ __all__ = [
     "micros",
     "pause_key",
     "utcnow",
+    "visible",
 ]
 
 
@@ -308,12 +309,17 @@ def is_pending_approval(record: RunRecord) -> bool:
     return record.state is RecordState.WAITING_FOR_HUMAN and record.pending is not None
 
 
+def visible(record_owner: str, owner: str | None) -> bool:
+    """True when a record owned by ``record_owner`` may be shown to ``owner`` (``None``: internal access, any owner)."""
+    return owner is None or record_owner == owner
+
+
 def matches(
     record: RunRecord, *, owner: str | None, conversation_id: str | None, crew: str | None, state: str | None
 ) -> bool:
     """True when ``record`` passes the :meth:`Ledger.list` filters (``owner=None``: any owner)."""
     return (
-        (owner is None or record.owner == owner)
+        visible(record.owner, owner)
         and (conversation_id is None or record.conversation_id == conversation_id)
         and (crew is None or record.crew == crew)
         and (state is None or record.state.value == str(state))

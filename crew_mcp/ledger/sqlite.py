@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 from pydantic import ValidationError
@@ -34,6 +34,7 @@ from crew_mcp.ledger.records import (
     is_pending_approval,
     micros,
     utcnow,
+    visible,
 )
 from crew_mcp.ledger.sqlite_schema import SCHEMA_VERSION, migrate
 from crew_mcp.sqlitefile import (
@@ -141,21 +142,11 @@ class SqliteLedger(LedgerBase):
 
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None (also when it belongs to another owner)."""
-        row = await self._read(
-            lambda c: c.execute("SELECT owner, data FROM runs WHERE kickoff_id = ?", (kickoff_id,)).fetchone()
-        )
-        if row is None or (owner is not None and row[0] != owner):
-            return None
-        return _load(row[1])
+        return await self._get_by("kickoff_id", kickoff_id, owner)
 
     async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a kickoff request, or None (also when it belongs to another owner)."""
-        row = await self._read(
-            lambda c: c.execute("SELECT owner, data FROM runs WHERE request_id = ?", (request_id,)).fetchone()
-        )
-        if row is None or (owner is not None and row[0] != owner):
-            return None
-        return _load(row[1])
+        return await self._get_by("request_id", request_id, owner)
 
     async def list(
         self,
@@ -210,6 +201,15 @@ class SqliteLedger(LedgerBase):
 
     async def _write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         return await anyio.to_thread.run_sync(lambda: self._db.call(op, write=True))
+
+    async def _get_by(
+        self, column: Literal["kickoff_id", "request_id"], value: str, owner: str | None
+    ) -> RunRecord | None:
+        sql = f"SELECT owner, data FROM runs WHERE {column} = ?"  # noqa: S608 - one of two column names
+        row = await self._read(lambda c: c.execute(sql, (value,)).fetchone())
+        if row is None or not visible(row[0], owner):
+            return None  # checked before parsing: another owner's unreadable record reads as absent, not as an error
+        return _load(row[1])
 
     async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
         def update(conn: sqlite3.Connection) -> RunRecord | None:
