@@ -204,6 +204,26 @@ async def test_a_file_that_is_not_a_database_raises_ledger_error(tmp_path: Path)
     await ledger.aclose()
 
 
+async def test_an_unreadable_record_fails_its_owner_and_reads_as_absent_to_anyone_else(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger = SqliteLedger(db)
+    await ledger.create(RunRecord(request_id="r1", crew="trip", conversation_id="c", owner="alice"))
+    await ledger.confirm("r1", "k1")
+    with raw(db) as conn:
+        conn.execute("UPDATE runs SET data = '{\"broken\": true}' WHERE request_id = 'r1'")
+    conn.close()
+    try:
+        assert await ledger.get("k1", owner="bob") is None
+        assert await ledger.get_request("r1", owner="bob") is None
+        for owner in ("alice", None):
+            with pytest.raises(LedgerError, match="unreadable record"):
+                await ledger.get("k1", owner=owner)
+            with pytest.raises(LedgerError, match="unreadable record"):
+                await ledger.get_request("r1", owner=owner)
+    finally:
+        await ledger.aclose()
+
+
 async def test_an_uncreatable_path_raises_ledger_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("x")
     ledger = SqliteLedger(tmp_path / "a-file" / "ledger.db")

@@ -26,6 +26,9 @@ from crew_mcp.simulator import (
     load_crews,
     serve_simulator,
 )
+from crew_mcp.simulator.durable import SqliteStore
+from crew_mcp.simulator.engine import Execution, Hooks
+from crew_mcp.simulator.store import MemoryStore, Session, Store
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 TRIP_INPUTS = {"budget": "1000 USD", "interests": "food", "duration": "7 days", "age": "35"}
@@ -457,6 +460,44 @@ async def test_webhook_failures_are_recorded_not_raised(sim: Simulator, sim_clie
             assert ("step", None, True) in kinds
             assert receiver.paths() == ["/fail", "/fail"]
             assert (await sim_client.get("/trip_planner/")).text == "Healthy"
+
+
+async def test_a_request_catches_up_the_run_it_reads_and_leaves_its_webhooks_for_the_next_flush() -> None:
+    crew = CrewSpec(name="quick", tasks=[TaskSpec(id="a", agent="A", duration=1.0)])
+    async with Simulator([crew], clock="wall", time_scale=0.001, token=None) as sim:
+        transport = httpx2.ASGITransport(app=sim.app)  # no lifespan and no run_clock: no ticker moves runs here
+        with anyio.fail_after(10):
+            async with sink() as (receiver, root), httpx2.AsyncClient(transport=transport, base_url="http://sim") as c:
+                kid = await kickoff(c, "quick", {}, crewWebhookUrl=f"{root}/crew")
+                await anyio.sleep(0.05)  # well past the run's 1 ms task
+                assert sim.executions[kid].state == "RUNNING"
+                assert (await status(c, "quick", kid))["state"] == "SUCCESS"
+                assert receiver.received == []  # never delivered inside a crew request
+                await sim.flush_webhooks()
+                assert receiver.paths() == ["/crew"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_every_store_catches_up_the_run_a_unit_of_work_reads(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore("manual") if kind == "memory" else SqliteStore(tmp_path / "sim.db")
+    crew = CrewSpec(name="quick", tasks=[TaskSpec(id="a", agent="A", duration=10)])
+
+    def start(s: Session) -> None:
+        hooks = Hooks(crew="http://127.0.0.1/crew")
+        s.add(Execution(id="k1", crew=crew, inputs={}, meta={}, hooks=hooks, created_at=s.now, epoch=s.epoch))
+
+    def state(s: Session) -> str | None:
+        ex = s.get("k1")
+        return None if ex is None else ex.state
+
+    try:
+        await store.transact(start)
+        await store.advance_clock(20)  # moves time only: no transition runs here
+        found, out = await store.transact(state)
+    finally:
+        await store.aclose()
+    assert found == "SUCCESS"
+    assert [o.url for o in out] == ["http://127.0.0.1/crew"]  # handed back to be queued, not delivered
 
 
 # -------------------------------------------------------------------------------------------- faults

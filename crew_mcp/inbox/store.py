@@ -17,7 +17,6 @@ Backend failures raise :class:`~crew_mcp.errors.LedgerError`.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ import anyio.to_thread
 from ..errors import LedgerError
 from ..ledger import sqlite_path
 from ..ledger.redis_keys import redact_url, split_prefix
+from ..sqlitefile import DEFAULT_BUSY_TIMEOUT, SqliteFile, connect, create_private
 
 __all__ = ["MemoryStore", "RedisStore", "SqliteStore", "Store", "open_store", "store_url"]
 
@@ -146,8 +146,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, clock: Clock = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._db = SqliteFile(self._open, error=self._error, retries=0)
         self._writes = 0
 
     async def put(self, key: str, value: str, ttl: float) -> None:
@@ -184,49 +183,35 @@ class SqliteStore:
         await self._run(lambda c: c.execute("DELETE FROM inbox_kv WHERE key = ?", (key,)), write=True)
 
     async def aclose(self) -> None:
-        def close() -> None:
-            with self._lock:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-
-        await anyio.to_thread.run_sync(close)
+        await anyio.to_thread.run_sync(self._db.close)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T], *, write: bool = False) -> _T:
-        def locked() -> _T:
-            with self._lock:
-                conn = self._connect()
-                if not write:
-                    return work(conn)
-                conn.execute("BEGIN IMMEDIATE")  # one transaction, holding the write lock from the start
-                try:
-                    result = work(conn)
-                    self._writes += 1
-                    if self._writes % _SWEEP_EVERY == 0:
-                        conn.execute("DELETE FROM inbox_kv WHERE expires_at <= ?", (self._clock(),))
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
+        if not write:
+            return await anyio.to_thread.run_sync(lambda: self._db.call(work, write=False))
 
-        try:
-            return await anyio.to_thread.run_sync(locked)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"The inbox session store {self.path} failed: {exc}.") from None
+        def counted(conn: sqlite3.Connection) -> _T:
+            result = work(conn)
+            self._writes += 1
+            if self._writes % _SWEEP_EVERY == 0:
+                conn.execute("DELETE FROM inbox_kv WHERE expires_at <= ?", (self._clock(),))
+            return result
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.touch(mode=0o600, exist_ok=True)  # sessions name people: readable by the owner only
-            conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS inbox_kv"
-                " (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
-            )
-            self._conn = conn
-        return self._conn
+        return await anyio.to_thread.run_sync(lambda: self._db.call(counted, write=True))
+
+    def _open(self) -> sqlite3.Connection:
+        create_private(self.path)  # sessions name people: readable by the owner only
+        return connect(
+            self.path, busy_timeout=DEFAULT_BUSY_TIMEOUT, synchronous="FULL", not_wal=None, setup=_create_table
+        )
+
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        return LedgerError(f"The inbox session store {self.path} failed: {exc}.")
+
+
+def _create_table(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS inbox_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+    )
 
 
 class RedisStore:

@@ -21,6 +21,7 @@ from crew_mcp.ledger.records import (
     is_pending_approval,
     micros,
     utcnow,
+    visible,
 )
 
 __all__ = ["MemoryLedger"]
@@ -137,7 +138,7 @@ class MemoryLedger(LedgerBase):
             self._check_open()
             request_id = self._by_kickoff.get(kickoff_id)
             entry = self._rows.get(request_id) if request_id is not None else None
-        if entry is None or (owner is not None and entry.owner != owner):
+        if entry is None or not visible(entry.owner, owner):
             return None
         return entry.record()
 
@@ -146,7 +147,7 @@ class MemoryLedger(LedgerBase):
         with self._lock:
             self._check_open()
             entry = self._rows.get(request_id)
-        if entry is None or (owner is not None and entry.owner != owner):
+        if entry is None or not visible(entry.owner, owner):
             return None
         return entry.record()
 
@@ -175,7 +176,7 @@ class MemoryLedger(LedgerBase):
             hits = [
                 (e.created, rid, e)
                 for rid, e in rows
-                if (owner is None or e.owner == owner)
+                if visible(e.owner, owner)
                 and (conversation_id is None or e.conversation_id == conversation_id)
                 and (crew is None or e.crew == crew)
                 and (state is None or e.state == str(state))

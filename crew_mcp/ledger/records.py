@@ -33,9 +33,9 @@ __all__ = [
     "matches",
     "merge_status",
     "micros",
-    "newest_first_key",
     "pause_key",
     "utcnow",
+    "visible",
 ]
 
 
@@ -309,21 +309,21 @@ def is_pending_approval(record: RunRecord) -> bool:
     return record.state is RecordState.WAITING_FOR_HUMAN and record.pending is not None
 
 
+def visible(record_owner: str, owner: str | None) -> bool:
+    """True when a record owned by ``record_owner`` may be shown to ``owner`` (``None``: internal access, any owner)."""
+    return owner is None or record_owner == owner
+
+
 def matches(
     record: RunRecord, *, owner: str | None, conversation_id: str | None, crew: str | None, state: str | None
 ) -> bool:
     """True when ``record`` passes the :meth:`Ledger.list` filters (``owner=None``: any owner)."""
     return (
-        (owner is None or record.owner == owner)
+        visible(record.owner, owner)
         and (conversation_id is None or record.conversation_id == conversation_id)
         and (crew is None or record.crew == crew)
         and (state is None or record.state.value == str(state))
     )
-
-
-def newest_first_key(record: RunRecord) -> tuple[datetime, str]:
-    """The sort key of listings (newest first when reversed); request_id breaks ties the same way everywhere."""
-    return record.created_at, record.request_id
 
 
 def check_prune_args(max_age: timedelta, max_count: int) -> None:

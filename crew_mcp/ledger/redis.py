@@ -32,6 +32,7 @@ from crew_mcp.ledger.records import (
     matches,
     micros,
     utcnow,
+    visible,
 )
 from crew_mcp.ledger.redis_keys import INSERT_SCRIPT, KeySpace, glob_escape, redact_url, split_prefix
 
@@ -154,7 +155,7 @@ class RedisLedger(LedgerBase):
             request_id = _str(await self._r.get(self._keys.k("kickoff:", kickoff_id)))
             raw = _str(await self._r.get(self._keys.k("run:", request_id))) if request_id else None
         record = self._load(raw) if raw else None
-        if record is None or (owner is not None and record.owner != owner):
+        if record is None or not visible(record.owner, owner):
             return None
         return record
 
@@ -163,7 +164,7 @@ class RedisLedger(LedgerBase):
         async with self._guard():
             raw = _str(await self._r.get(self._keys.k("run:", request_id)))
         record = self._load(raw) if raw else None
-        return record if record is not None and owner in (None, record.owner) else None
+        return record if record is not None and visible(record.owner, owner) else None
 
     async def list(
         self,

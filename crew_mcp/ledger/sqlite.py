@@ -15,14 +15,12 @@ from __future__ import annotations
 import builtins
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
-import stamina
 from pydantic import ValidationError
 
 from crew_mcp.errors import LedgerError
@@ -36,22 +34,22 @@ from crew_mcp.ledger.records import (
     is_pending_approval,
     micros,
     utcnow,
+    visible,
 )
 from crew_mcp.ledger.sqlite_schema import SCHEMA_VERSION, migrate
+from crew_mcp.sqlitefile import (
+    DEFAULT_BUSY_RETRIES,
+    DEFAULT_BUSY_TIMEOUT,
+    SqliteFile,
+    connect,
+    create_private,
+    is_busy,
+)
 
 __all__ = ["DEFAULT_BUSY_RETRIES", "DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteLedger", "migrate"]
 
 
-DEFAULT_BUSY_TIMEOUT = 5.0
-"""Seconds a statement waits for another process's write lock before SQLite reports it busy."""
-DEFAULT_BUSY_RETRIES = 3
-"""How many times a write that still found the file busy is retried (after a short pause)."""
-
 _T = TypeVar("_T")
-_BUSY_WAIT = 0.05
-"""Seconds before the first retry of a busy write; each further retry waits twice as long."""
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
 _COLUMNS = "request_id, kickoff_id, owner, conversation_id, crew, state, created_at, updated_at, data"
 _ORDER = "ORDER BY created_at DESC, request_id DESC"
 
@@ -80,8 +78,7 @@ class SqliteLedger(LedgerBase):
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._busy_retries = busy_retries
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._db = SqliteFile(self._open, error=self._error, retries=busy_retries)
         self._file: tuple[int, int] | None = None  # (device, inode) of the file the connection has open
         self._closed = False
 
@@ -145,21 +142,11 @@ class SqliteLedger(LedgerBase):
 
     async def get(self, kickoff_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a run, or None (also when it belongs to another owner)."""
-        row = await self._read(
-            lambda c: c.execute("SELECT owner, data FROM runs WHERE kickoff_id = ?", (kickoff_id,)).fetchone()
-        )
-        if row is None or (owner is not None and row[0] != owner):
-            return None
-        return _load(row[1])
+        return await self._get_by("kickoff_id", kickoff_id, owner)
 
     async def get_request(self, request_id: str, *, owner: str | None) -> RunRecord | None:
         """The record of a kickoff request, or None (also when it belongs to another owner)."""
-        row = await self._read(
-            lambda c: c.execute("SELECT owner, data FROM runs WHERE request_id = ?", (request_id,)).fetchone()
-        )
-        if row is None or (owner is not None and row[0] != owner):
-            return None
-        return _load(row[1])
+        return await self._get_by("request_id", request_id, owner)
 
     async def list(
         self,
@@ -210,10 +197,19 @@ class SqliteLedger(LedgerBase):
         return sum(1 for (data,) in rows if is_pending_approval(_load(data)))
 
     async def _read(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await anyio.to_thread.run_sync(self._call, op, False)
+        return await anyio.to_thread.run_sync(lambda: self._db.call(op, write=False))
 
     async def _write(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await anyio.to_thread.run_sync(self._call, op, True)
+        return await anyio.to_thread.run_sync(lambda: self._db.call(op, write=True))
+
+    async def _get_by(
+        self, column: Literal["kickoff_id", "request_id"], value: str, owner: str | None
+    ) -> RunRecord | None:
+        sql = f"SELECT owner, data FROM runs WHERE {column} = ?"  # noqa: S608 - one of two column names
+        row = await self._read(lambda c: c.execute(sql, (value,)).fetchone())
+        if row is None or not visible(row[0], owner):
+            return None  # checked before parsing: another owner's unreadable record reads as absent, not as an error
+        return _load(row[1])
 
     async def _update_kickoff(self, kickoff_id: str, change: Callable[[RunRecord], RunRecord]) -> RunRecord | None:
         def update(conn: sqlite3.Connection) -> RunRecord | None:
@@ -222,63 +218,32 @@ class SqliteLedger(LedgerBase):
 
         return await self._write(update)
 
-    def _call(self, op: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
-        """Run ``op`` on the connection (in a transaction when ``write``), retrying while the file is busy."""
-        with self._lock:
-            try:
-                for attempt in stamina.retry_context(
-                    on=_retry_busy,
-                    attempts=self._busy_retries + 1,
-                    timeout=None,
-                    wait_initial=_BUSY_WAIT,
-                    wait_max=_BUSY_WAIT * 4,
-                    wait_jitter=0.0,
-                ):
-                    with attempt:
-                        conn = self._connection()
-                        return _transaction(conn, op) if write else op(conn)
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _connection(self) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
         if self._closed:
             raise LedgerError(f"The SQLite ledger {self.path} is closed.")
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            create_private(self.path)
         except OSError as exc:
             raise LedgerError(f"Cannot create the SQLite ledger {self.path}: {exc.strerror or exc}.") from None
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LedgerError(f"The SQLite ledger {self.path} cannot use WAL mode (got {mode!r}).")
-            conn.execute("PRAGMA synchronous = FULL")
-            migrate(conn)
-            opened = os.stat(self.path)
-        except BaseException:
-            conn.close()
-            raise
+        return connect(
+            self.path,
+            busy_timeout=self._busy_timeout,
+            synchronous="FULL",
+            not_wal=lambda mode: LedgerError(f"The SQLite ledger {self.path} cannot use WAL mode (got {mode!r})."),
+            setup=self._setup,
+        )
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        migrate(conn)
+        opened = os.stat(self.path)
         self._file = (opened.st_dev, opened.st_ino)
-        return conn
 
     def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._closed = True
+        self._db.close()
 
     def _error(self, exc: sqlite3.Error) -> LedgerError:
-        if _busy(exc):
+        if is_busy(exc):
             return LedgerError(
                 f"The SQLite ledger {self.path} stayed locked by another process for over "
                 f"{self._busy_timeout:g} s ({self._busy_retries + 1} attempts): {exc}."
@@ -326,32 +291,9 @@ def _update(conn: sqlite3.Connection, row: tuple[str, str], change: Callable[[Ru
     return updated
 
 
-def _transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], _T]) -> _T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = op(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-    return result
-
-
 def _duplicate(exc: sqlite3.IntegrityError) -> LedgerError:
     what = "kickoff id" if "kickoff_id" in str(exc) else "request id"
     return LedgerError(f"A run record with this {what} already exists ({exc}).")
-
-
-def _retry_busy(exc: Exception) -> bool:
-    return isinstance(exc, sqlite3.Error) and _busy(exc)
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _load(data: str) -> RunRecord:

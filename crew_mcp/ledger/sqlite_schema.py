@@ -13,6 +13,7 @@ from datetime import datetime
 
 from crew_mcp.errors import LedgerError
 from crew_mcp.ledger.records import micros
+from crew_mcp.sqlitefile import transaction
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
@@ -76,17 +77,15 @@ def migrate(conn: sqlite3.Connection) -> int:
     if found == SCHEMA_VERSION:
         return found
     _check_version(found)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        found = _user_version(conn)
-        _check_version(found)
-        for step in MIGRATIONS[found:]:
-            step(conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.rollback()
-        raise
+    return transaction(conn, _upgrade)
+
+
+def _upgrade(conn: sqlite3.Connection) -> int:
+    found = _user_version(conn)
+    _check_version(found)
+    for step in MIGRATIONS[found:]:
+        step(conn)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return found
 
 

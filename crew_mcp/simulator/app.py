@@ -45,8 +45,9 @@ class Simulator:
     """Simulated CrewAI AMP deployments in one ASGI app; each crew's base URL is ``{root}/{crew.name}``.
 
     ``clock="manual"`` moves only on :meth:`advance` (deterministic tests); ``clock="wall"`` follows real
-    time, advanced by a ticker the app's lifespan starts (or :meth:`run_clock`). State is also advanced on
-    every request. Webhooks are delivered by :meth:`advance` and by the ticker, never inside a crew request.
+    time, advanced by a ticker the app's lifespan starts (or :meth:`run_clock`). A request also catches up the
+    run it reads, inside its own unit of work. Webhooks are delivered by :meth:`advance` and by the ticker, never
+    inside a crew request.
 
     With ``state_path`` the runs live in that SQLite file instead of in memory (see :mod:`.durable`): every
     simulator that opens the same file, in this process or another, serves the same runs, and simulated time
@@ -228,7 +229,7 @@ class Simulator:
             response = error_response(405, "Method Not Allowed", f"Use {method} for {route}")
             response.headers["Allow"] = method
         else:
-            await self._tick()
+            await self._store.ready()
             response = await handler()
         if shot is not None:
             return await self._apply(shot, request, send, response)

@@ -21,19 +21,18 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
-import stamina
 from pydantic import ValidationError
 
 from ..errors import CrewMCPError
+from ..sqlitefile import DEFAULT_BUSY_RETRIES, DEFAULT_BUSY_TIMEOUT, SqliteFile, connect, create_private, transaction
 from .engine import Execution, Hooks, Outgoing, TaskResult
 from .specs import CrewSpec
 from .store import Session
@@ -42,10 +41,6 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SimulatorStateError", "Sql
 
 T = TypeVar("T")
 
-DEFAULT_BUSY_TIMEOUT = 5.0
-"""Seconds a transaction waits for another process's write lock before SQLite reports the file busy."""
-BUSY_RETRIES = 3
-"""Further attempts of a transaction that still found the file busy."""
 SCHEMA_VERSION = 1
 """The ``PRAGMA user_version`` this code writes."""
 
@@ -156,16 +151,13 @@ class SqliteStore:
         busy_timeout: seconds to wait for another process's write lock.
     """
 
-    clock: Literal["wall", "manual"] = "wall"
-
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.epoch = datetime.now(UTC)
         self.born = 0.0
         self._started = time.time()  # what came due before this simulator existed is not delivered by it
         self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._db = SqliteFile(self._open, error=self._error, retries=DEFAULT_BUSY_RETRIES)
         self._epoch: float | None = None
         self._offset = 0.0
         self._last = 0.0
@@ -179,6 +171,11 @@ class SqliteStore:
         if self._epoch is None:
             self._call(lambda conn: None, write=False)
         return self._clock()
+
+    async def ready(self) -> None:
+        """Open the file (in a worker thread) unless it was opened before: a broken file fails every request."""
+        if self._epoch is None:
+            await anyio.to_thread.run_sync(self._call, lambda conn: None, False)
 
     async def transact(self, op: Callable[[Session], T]) -> tuple[T, list[Outgoing]]:
         """Run ``op`` in one write transaction in a worker thread; retried from scratch while the file is busy."""
@@ -213,7 +210,7 @@ class SqliteStore:
 
     async def aclose(self) -> None:
         """Close the connection; the next use opens it again."""
-        await anyio.to_thread.run_sync(self._close)
+        await anyio.to_thread.run_sync(self._db.close)
 
     def load_row(self, spec: str, data: str) -> Execution:
         """A run from its stored spec and data (the spec parsed once per distinct text)."""
@@ -256,54 +253,34 @@ class SqliteStore:
         return conn.execute("SELECT 1 FROM executions WHERE due_at <= ? LIMIT 1", (now,)).fetchone() is not None
 
     def _call(self, op: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
-        with self._lock:
-            try:
-                for attempt in stamina.retry_context(
-                    on=_retry_busy, attempts=BUSY_RETRIES + 1, timeout=None, wait_initial=0.05, wait_max=0.2
-                ):
-                    with attempt:
-                        conn = self._connection()
-                        return _transaction(conn, op) if write else op(conn)
-            except sqlite3.Error as exc:
-                raise SimulatorStateError(f"The simulator state file {self.path} failed: {exc}.") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
+        return self._db.call(op, write=write)
 
     def _open(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            create_private(self.path)
         except OSError as exc:
             raise SimulatorStateError(
                 f"Cannot create the simulator state file {self.path}: {exc.strerror or exc}."
             ) from None
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise SimulatorStateError(f"The simulator state file {self.path} cannot use WAL mode (got {mode!r}).")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            _transaction(conn, _migrate)
-            if self._epoch is None:
-                self._epoch = float(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
-                self.epoch = datetime.fromtimestamp(self._epoch, UTC)
-                self.born = self._started - self._epoch + self._refresh_offset(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect(
+            self.path,
+            busy_timeout=self._busy_timeout,
+            synchronous="NORMAL",
+            not_wal=lambda mode: SimulatorStateError(
+                f"The simulator state file {self.path} cannot use WAL mode (got {mode!r})."
+            ),
+            setup=self._setup,
+        )
 
-    def _close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        transaction(conn, _migrate)
+        if self._epoch is None:
+            self._epoch = float(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+            self.epoch = datetime.fromtimestamp(self._epoch, UTC)
+            self.born = self._started - self._epoch + self._refresh_offset(conn)
+
+    def _error(self, exc: sqlite3.Error) -> SimulatorStateError:
+        return SimulatorStateError(f"The simulator state file {self.path} failed: {exc}.")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -319,26 +296,3 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [("epoch", time.time()), ("offset", 0.0)])
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def _transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = op(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-    return result
-
-
-def _retry_busy(exc: Exception) -> bool:
-    return isinstance(exc, sqlite3.Error) and _busy(exc)
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
-    return "locked" in str(exc) or "busy" in str(exc)

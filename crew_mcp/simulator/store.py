@@ -30,7 +30,8 @@ class Session(Protocol):
     """The wall-clock moment simulated time 0 stands for (timestamps in status bodies)."""
 
     def get(self, kickoff_id: str) -> Execution | None:
-        """The run, or None; changes made to it are kept when the unit of work ends."""
+        """The run, caught up to :attr:`now` (its due transitions run, their deliveries emitted), or None; changes
+        made to it are kept when the unit of work ends."""
 
     def add(self, execution: Execution) -> None:
         """Keep a new run."""
@@ -42,10 +43,15 @@ class Session(Protocol):
 class Store(Protocol):
     """The runs and the clock of one simulator."""
 
-    clock: Clock
-
     def now(self) -> float:
         """Simulated seconds since the store's epoch."""
+
+    async def ready(self) -> None:
+        """Make sure the runs can be reached (a durable store opens its file on first use); cheap once it did.
+
+        Raises:
+            SimulatorStateError: the durable store's file cannot be opened or is not a state file.
+        """
 
     async def transact(self, op: Callable[[Session], T]) -> tuple[T, list[Outgoing]]:
         """Run ``op`` as one unit of work; return its result and the deliveries it caused."""
@@ -74,7 +80,11 @@ class _MemorySession:
         self._runs = store.runs
 
     def get(self, kickoff_id: str) -> Execution | None:
-        return self._runs.get(kickoff_id)
+        ex = self._runs.get(kickoff_id)
+        if ex is not None:
+            # Catch up: the clock may have passed this run's next transition since the last tick.
+            self.emit(ex.advance(self.now))
+        return ex
 
     def add(self, execution: Execution) -> None:
         self._runs[execution.id] = execution
@@ -90,7 +100,7 @@ class MemoryStore:
     """
 
     def __init__(self, clock: Clock = "wall") -> None:
-        self.clock: Clock = clock
+        self._clock = clock
         self.runs: dict[str, Execution] = {}
         self.epoch = datetime.now(UTC)
         self._offset = 0.0
@@ -98,9 +108,12 @@ class MemoryStore:
 
     def now(self) -> float:
         """Simulated seconds since the store was created."""
-        if self.clock == "manual":
+        if self._clock == "manual":
             return self._offset
         return time.monotonic() - self._t0 + self._offset
+
+    async def ready(self) -> None:
+        """Always ready."""
 
     async def transact(self, op: Callable[[Session], T]) -> tuple[T, list[Outgoing]]:
         """Run ``op`` inline: in one event-loop step, so no other request sees it half done."""
