@@ -72,7 +72,15 @@ def build_app(
         ConfigError: a non-loopback ``host`` without authentication, or without a public URL to derive the
             Host/Origin allow-lists from.
     """
-    from .auth import Limiter, ScopeGate, auth_settings, build_verifier, protected_resource_routes, transport_security
+    from .auth import (
+        GateVerified,
+        Limiter,
+        ScopeGate,
+        auth_settings,
+        build_verifier,
+        protected_resource_routes,
+        transport_security,
+    )
 
     check_exposure(settings, host)
     config = settings.auth
@@ -94,7 +102,8 @@ def build_app(
         runtime=runtime,
         webhook_base=webhook_base,
         opener=opener,
-        token_verifier=verifier,
+        # behind the ScopeGate below: the SDK reuses the gate's verification of a tool call's token
+        token_verifier=GateVerified(verifier) if verifier is not None else None,
         auth=auth_settings(config),
     )
     mcp_app = mcp.streamable_http_app(
