@@ -246,7 +246,8 @@ class Notifier:
 
     async def run(self) -> None:
         """Handle queued pauses until :meth:`drain` closes the queue (or the task is cancelled)."""
-        # httpx2 logs every request's full URL at INFO, and a Slack URL is a credential.
+        # httpx2 logs every request's full URL at INFO. A Slack URL is a credential (settings.secrets() has it, so
+        # log redaction masks it too); a webhook URL is not a configured secret, but some receivers take one in it.
         hide = _HideURLs({t.url: f"<the {t.name} notice URL>" for t in self._targets})
         http_log = logging.getLogger("httpx2")
         http_log.addFilter(hide)
