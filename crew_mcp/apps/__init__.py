@@ -50,7 +50,7 @@ from ..errors import RunNotFoundError
 from ..identity import Caller
 from ..models import ExecutionStatus
 from ..service import CrewService
-from ..views import RunView, dump
+from ..views import RunView, decision_notice, dump
 
 __all__ = [
     "APP_TOOLS",
@@ -211,9 +211,7 @@ class RunCard(Apps):
                     "nothing was sent. Review the output shown now and decide again."
                 )
             resumed = await guard(svc.resume(kickoff_id, caller, approve=approve, feedback=feedback, task_id=task_id))
-            verdict = "Approved" if approve else "Sent back"
-            tail = "the crew continues." if approve else "the crew is revising it with your feedback."
-            notice = f"{verdict} task {task_id}; {tail}"
+            notice = decision_notice(task_id, approve, resumed.outcome)
             return await self._card_result(resumed.run, caller, notice=notice)
 
     def _app_caller(self, ctx: Context, tool: str) -> Caller:
