@@ -101,6 +101,18 @@ async def test_a_configured_confidential_client_signs_in_with_its_secret(
     assert secret not in server_log(caplog)
 
 
+async def test_a_client_id_and_secret_with_reserved_characters_reach_the_provider_intact(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    """RFC 6749 §2.3.1: HTTP Basic client authentication form-encodes the id and the secret first."""
+    client_id, secret = "crew:inbox", "inbox%secret:+/0f3c9a7d51e24b68"
+    env = {"CREW_MCP_INBOX_CLIENT_ID": client_id, "CREW_MCP_INBOX_CLIENT_SECRET": secret}
+    async with serve_inbox(tmp_path, "oauth", provider=oauth_provider, env=env) as d, d.browser() as browser:
+        oauth_provider.add_client(client_id, secret, [d.inbox + "/callback"])
+        page = await sign_in(d, browser, "alice")
+        assert page.status_code == 200 and ">alice<" in page.text
+
+
 async def test_a_sign_in_that_does_not_match_its_browser_or_provider_is_refused(
     oauth_provider: OAuthProvider, tmp_path: Path
 ) -> None:
