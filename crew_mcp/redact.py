@@ -57,11 +57,6 @@ class Redactor:
         self._runs = re.compile(f"[{cls}]{{{n},}}") if kept else None
         self._byte_runs = re.compile(f"[{cls}]{{{n},}}".encode("utf-8", "surrogatepass")) if kept else None
 
-    @property
-    def active(self) -> bool:
-        """True when there is a secret to look for."""
-        return self._runs is not None
-
     def covers(self, other: Redactor) -> bool:
         """True when this redactor masks everything ``other`` masks (every secret of ``other`` is one of its own)."""
         return other._grams <= self._grams
