@@ -33,7 +33,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -195,7 +194,7 @@ class RunCard(Apps):
             feedback: Annotated[str, Field(description="The person's feedback, in their words")] = "",
         ) -> Annotated[CallToolResult, CardView]:
             """For crew-mcp's run card only: send the person's decision on the output they reviewed."""
-            caller = replace(self._app_caller(ctx, "app_decide"), by="human", via="app")
+            caller = self._app_caller(ctx, "app_decide").deciding("human", "app")
             svc = self._service()
             view = await guard(svc.status(kickoff_id, caller))
             pending = view.pending
