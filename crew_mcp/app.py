@@ -90,9 +90,10 @@ def build_app(
     # fleet hooks (docs/fleet.md): shared fan-out, leases and SSE event store; draining on shutdown
     fleet = build_fleet(settings, settings.ledger_url or default_ledger_url())
     opener = with_fleet(opener, fleet)
-    # One client for the server's lifetime: the identity provider's metadata, keys and introspection.
-    http = httpx2.AsyncClient() if config.mode != "none" else None
-    verifier = build_verifier(config, http) if http is not None else None
+    # One client for the server's lifetime: the identity provider's metadata, keys, introspection and the inbox's
+    # sign-in. Only OAuth talks to one (API keys are checked locally).
+    http = httpx2.AsyncClient() if config.mode == "oauth" else None
+    verifier = build_verifier(config, http)
     if verifier is not None:
         runtime.limiter = Limiter(limits)
     local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
