@@ -23,6 +23,7 @@ from ..auth.config import (
     missing_scope,
 )
 from ..identity import Caller
+from ..intake import ClientDisconnect, TooLarge, read_capped
 from ..runtime import Runtime
 from ..service import CrewService
 from ..settings import Settings
@@ -36,15 +37,17 @@ INBOX_PATH = "/approvals"
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than ``limit`` bytes (declared or sent): never read further."""
-    if int(request.headers.get("content-length") or 0) > limit:
+    """The request body, or None when it is longer than ``limit`` bytes (declared or sent): never read further.
+
+    A body the client cut off reads as empty: it is refused like any incomplete request (nobody is left to read
+    the answer), not a server error.
+    """
+    try:
+        return await read_capped(request, limit)
+    except TooLarge:
         return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+    except ClientDisconnect:
+        return b""
 
 
 def json_error(status: int, message: str, **extra: Any) -> Response:
