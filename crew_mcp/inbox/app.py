@@ -16,7 +16,8 @@ from ..ledger import default_ledger_url
 from ..runtime import Runtime
 from ..settings import Settings
 from .api import InboxAPI
-from .context import INBOX_PATH, InboxContext
+from .config import INBOX_PATH
+from .context import InboxContext
 from .oauth import OAuthSignIn
 from .pages import render_signin, static_file
 from .security import WebGuard

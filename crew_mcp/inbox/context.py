@@ -31,9 +31,7 @@ from .security import WebGuard
 from .sessions import Session, Sessions
 from .state import Viewer
 
-__all__ = ["INBOX_PATH", "InboxContext", "json_error", "read_body"]
-
-INBOX_PATH = "/approvals"
+__all__ = ["InboxContext", "json_error", "read_body"]
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

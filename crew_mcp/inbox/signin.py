@@ -30,7 +30,8 @@ from starlette.responses import RedirectResponse, Response
 from ..auth.config import SCOPE_READ, principal_from_token
 from ..auth.keys import KeyVerifier
 from ..identity import default_owner
-from .context import INBOX_PATH, InboxContext, read_body
+from .config import INBOX_PATH
+from .context import InboxContext, read_body
 from .oauth import OAuthSignIn, SignInError, display_name
 from .pages import render_page, render_signin
 from .security import WebGuard
