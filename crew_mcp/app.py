@@ -128,7 +128,7 @@ def build_app(
     )
 
     # Approvals inbox (issue 13, crew_mcp/inbox/, docs/inbox.md): /approvals, mounted before the MCP app.
-    inbox = build_inbox(settings, host=host, runtime=runtime, http=http, verifier=verifier)
+    inbox = build_inbox(settings, host=host, runtime=runtime, security=security, http=http, verifier=verifier)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
