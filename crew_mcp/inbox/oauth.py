@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import httpx2
 from mcp.server.auth.provider import TokenVerifier
 
-from ..auth.config import AuthConfig, Principal, principal_from_token
+from ..auth.config import AuthConfig, Principal, principal_from_token, readable_id
 from ..auth.fetch import FetchError, basic_auth, issuer_metadata, request_json, same_url
 from .config import InboxConfig
 from .store import Store
@@ -53,7 +53,7 @@ def display_name(principal: Principal) -> str:
         value = principal.claims.get(claim)
         if isinstance(value, str) and value.strip():
             return value.strip()[:80]
-    return principal.id.rpartition("#")[2].removeprefix("key:")[:80] or principal.id
+    return readable_id(principal.id)[:80]
 
 
 @dataclass
