@@ -6,7 +6,7 @@ What the HTTP app calls (docs/auth.md has the whole story):
 verifier = build_verifier(settings.auth, http)            # None when CREW_MCP_AUTH=none
 mcp = MCPServer(..., token_verifier=GateVerified(verifier), auth=auth_settings(settings.auth))  # the gate's answer
 app = mcp.streamable_http_app(transport_security=transport_security(settings.public_url, host), ...)
-routes = protected_resource_routes(settings.auth)           # root RFC 9728 form; the SDK serves /…/mcp
+routes = protected_resource_routes(settings.auth)           # RFC 9728 at both well-known forms (shadows the SDK's)
 app = ScopeGate(app, verifier=verifier, config=settings.auth, limiter=Limiter(settings.auth.limits), ...)
 principal = principal_from_token(get_access_token(), settings.auth)     # inside a tool
 ```
