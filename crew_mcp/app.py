@@ -72,7 +72,15 @@ def build_app(
         ConfigError: a non-loopback ``host`` without authentication, or without a public URL to derive the
             Host/Origin allow-lists from.
     """
-    from .auth import Limiter, ScopeGate, auth_settings, build_verifier, protected_resource_routes, transport_security
+    from .auth import (
+        GateVerified,
+        Limiter,
+        ScopeGate,
+        auth_settings,
+        build_verifier,
+        protected_resource_routes,
+        transport_security,
+    )
 
     check_exposure(settings, host)
     config = settings.auth
@@ -82,9 +90,10 @@ def build_app(
     # fleet hooks (docs/fleet.md): shared fan-out, leases and SSE event store; draining on shutdown
     fleet = build_fleet(settings, settings.ledger_url or default_ledger_url())
     opener = with_fleet(opener, fleet)
-    # One client for the server's lifetime: the identity provider's metadata, keys and introspection.
-    http = httpx2.AsyncClient() if config.mode != "none" else None
-    verifier = build_verifier(config, http) if http is not None else None
+    # One client for the server's lifetime: the identity provider's metadata, keys, introspection and the inbox's
+    # sign-in. Only OAuth talks to one (API keys are checked locally).
+    http = httpx2.AsyncClient() if config.mode == "oauth" else None
+    verifier = build_verifier(config, http)
     if verifier is not None:
         runtime.limiter = Limiter(limits)
     local_base = f"http://{f'[{host}]' if ':' in host else host}:{port}" if port else None
@@ -94,7 +103,8 @@ def build_app(
         runtime=runtime,
         webhook_base=webhook_base,
         opener=opener,
-        token_verifier=verifier,
+        # behind the ScopeGate below: the SDK reuses the gate's verification of a tool call's token
+        token_verifier=GateVerified(verifier) if verifier is not None else None,
         auth=auth_settings(config),
     )
     mcp_app = mcp.streamable_http_app(
@@ -118,7 +128,7 @@ def build_app(
     )
 
     # Approvals inbox (issue 13, crew_mcp/inbox/, docs/inbox.md): /approvals, mounted before the MCP app.
-    inbox = build_inbox(settings, host=host, runtime=runtime, http=http, verifier=verifier)
+    inbox = build_inbox(settings, host=host, runtime=runtime, security=security, http=http, verifier=verifier)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

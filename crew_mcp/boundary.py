@@ -22,7 +22,7 @@ from mcp.types import INTERNAL_ERROR, CallToolResult, TextContent
 from pydantic import BaseModel
 
 from . import errors as e
-from .auth.config import Principal, allowed_crews, is_approver, principal_from_token
+from .auth.config import Principal, principal_from_token
 from .identity import DEFAULT_CONVERSATION, Caller, Decider, default_owner
 from .models import ExecutionState, ExecutionStatus
 from .runlog import run_events
@@ -107,16 +107,7 @@ def caller(
     who = principal(settings)
     if who is None:
         return Caller(owner=default_owner(settings.owner), conversation_id=conversation, by=by, via=via)
-    auth = settings.auth
-    return Caller(
-        owner=who.id,
-        conversation_id=conversation,
-        by=by,
-        via=via,
-        crews=allowed_crews(who, auth),
-        approver=is_approver(who, auth),
-        decides_own=auth.approval.owner,
-    )
+    return Caller.for_principal(who, settings.auth, conversation_id=conversation, by=by, via=via)
 
 
 def progress(ctx: Context) -> Callable[[ExecutionStatus], Awaitable[None]]:

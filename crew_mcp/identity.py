@@ -14,6 +14,8 @@ import getpass
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from .auth.config import AuthConfig, Principal, allowed_crews, is_approver
+
 __all__ = ["DEFAULT_CONVERSATION", "Caller", "Decider", "default_owner"]
 
 DEFAULT_CONVERSATION = "default"
@@ -36,6 +38,28 @@ class Caller:
     crews: frozenset[str] | None = None
     approver: bool = False
     decides_own: bool = True
+
+    @classmethod
+    def for_principal(
+        cls,
+        principal: Principal,
+        config: AuthConfig,
+        *,
+        conversation_id: str = DEFAULT_CONVERSATION,
+        by: Decider = "model",
+        via: str = "tool",
+    ) -> Caller:
+        """The caller an authenticated ``principal`` is: its id as the owner, with the crews and approval rights the
+        ``[auth]`` configuration gives it (the MCP boundary and the inbox both make theirs here)."""
+        return cls(
+            owner=principal.id,
+            conversation_id=conversation_id,
+            by=by,
+            via=via,
+            crews=allowed_crews(principal, config),
+            approver=is_approver(principal, config),
+            decides_own=config.approval.owner,
+        )
 
     def may_decide(self, record_owner: str) -> bool:
         """Whether this caller may approve or reject a run owned by ``record_owner``."""

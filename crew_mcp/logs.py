@@ -21,12 +21,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import Literal, TextIO
 
-from .redact import Redactor
-
-if TYPE_CHECKING:
-    pass
+from .redact import RedactingFilter, Redactor
 
 __all__ = [
     "ID_FIELDS",
@@ -85,7 +82,7 @@ class _Ids(logging.Filter):
         return True
 
 
-class SecretScrubber(logging.Filter):
+class SecretScrubber(RedactingFilter):
     """Masks secrets in a record's message, traceback and stack: known ones, and the shapes secrets come in.
 
     Args:
@@ -94,30 +91,15 @@ class SecretScrubber(logging.Filter):
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._redactor = Redactor(*secrets)
+        super().__init__(Redactor(*secrets))
 
     def scrub(self, text: str) -> str:
         """``text`` with every known secret (and fragment of one), URL credential, webhook secret and every
         secret-shaped value masked."""
-        text = self._redactor.text(text)
+        text = super().scrub(text)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed call must still be logged (without its arguments, which may be secrets)
-            message = f"{record.msg!s} (unformattable arguments)"
-        record.msg, record.args = self.scrub(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.scrub(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.scrub(record.stack_info)
-        return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,12 +7,13 @@ The targets come from configuration only (``CREW_MCP_NOTIFY_*``), never from a m
 * a Slack incoming webhook: the same notice as a Block Kit message (:func:`slack_message`), the worked example
   of a chat target. Its URL is its credential, so it is treated as a secret.
 
-Each carries a link to the approvals inbox (``CREW_MCP_PUBLIC_URL`` + :data:`INBOX_PATH`). The run tracker tells
-the :class:`Notifier` of every save that leaves a run waiting for review; the notifier only queues it, so no tool
-call ever waits on a receiver. Its loop runs in the service's background task group: it claims the pause in the
-ledger (``Ledger.claim_notice``: one notice per kickoff_id + task_id + attempt, whichever replica or restart sees
-the pause), then posts to every target, retrying connection errors, timeouts, 429 and 5xx with backoff (stamina,
-bounded), and checking before each attempt that the run still waits: a run decided meanwhile gets nothing more.
+Each carries a link to the approvals inbox (``CREW_MCP_PUBLIC_URL`` + :data:`~crew_mcp.inbox.config.INBOX_PATH`).
+The run tracker tells the :class:`Notifier` of every save that leaves a run waiting for review; the notifier only
+queues it, so no tool call ever waits on a receiver. Its loop runs in the service's background task group: it claims
+the pause in the ledger (``Ledger.claim_notice``: one notice per kickoff_id + task_id + attempt, whichever replica
+or restart sees the pause), then posts to every target, retrying connection errors, timeouts, 429 and 5xx with
+backoff (stamina, bounded), and checking before each attempt that the run still waits: a run decided meanwhile gets
+nothing more.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .clock import Clock
 from .errors import ConfigError, LedgerError
+from .inbox.config import INBOX_PATH
 from .ledger import Ledger, RunRecord, pause_key
 from .retry import parse_retry_after
 from .settings import Settings
 from .views import execution_uri
 
 __all__ = [
-    "INBOX_PATH",
     "NOTICE_ID_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -55,8 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INBOX_PATH = "/approvals"
-"""Where the approvals inbox lives under ``CREW_MCP_PUBLIC_URL``; every notice links there."""
 SIGNATURE_HEADER = "X-Crew-MCP-Signature"
 """``sha256=<hex>``: HMAC-SHA256 with the shared secret over ``{timestamp}.{raw body}``."""
 TIMESTAMP_HEADER = "X-Crew-MCP-Timestamp"
@@ -246,7 +245,8 @@ class Notifier:
 
     async def run(self) -> None:
         """Handle queued pauses until :meth:`drain` closes the queue (or the task is cancelled)."""
-        # httpx2 logs every request's full URL at INFO, and a Slack URL is a credential.
+        # httpx2 logs every request's full URL at INFO. A Slack URL is a credential (settings.secrets() has it, so
+        # log redaction masks it too); a webhook URL is not a configured secret, but some receivers take one in it.
         hide = _HideURLs({t.url: f"<the {t.name} notice URL>" for t in self._targets})
         http_log = logging.getLogger("httpx2")
         http_log.addFilter(hide)

@@ -57,10 +57,9 @@ class Redactor:
         self._runs = re.compile(f"[{cls}]{{{n},}}") if kept else None
         self._byte_runs = re.compile(f"[{cls}]{{{n},}}".encode("utf-8", "surrogatepass")) if kept else None
 
-    @property
-    def active(self) -> bool:
-        """True when there is a secret to look for."""
-        return self._runs is not None
+    def covers(self, other: Redactor) -> bool:
+        """True when this redactor masks everything ``other`` masks (every secret of ``other`` is one of its own)."""
+        return other._grams <= self._grams
 
     def text(self, value: str) -> str:
         """``value`` with every secret fragment and URL credential replaced."""
@@ -121,24 +120,30 @@ class Redactor:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that rewrites each record's message (and traceback text) through a :class:`Redactor`."""
+    """A logging filter that rewrites each record's message, traceback and stack through :meth:`scrub` (a
+    :class:`Redactor`'s :meth:`~Redactor.text`; :class:`crew_mcp.logs.SecretScrubber` adds the shapes secrets come
+    in)."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret fragment and URL credential masked."""
+        return self.redactor.text(text)
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record is the logging module's to report, not ours
-            return True
-        clean = self.redactor.text(message)
-        if clean != message:
-            record.msg, record.args = clean, ()
+        except Exception:  # a malformed call must still be logged (without its arguments, which may be secrets)
+            message = f"{record.msg!s} (unformattable arguments)"
+        record.msg, record.args = self.scrub(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.redactor.text(record.exc_text)
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
         return True
 
 
@@ -148,9 +153,14 @@ _LOGGERS = ("httpx2", "httpcore", "uvicorn", "uvicorn.error", "mcp")
 
 def install_log_redaction(redactor: Redactor) -> Callable[[], None]:
     """Filter every record through ``redactor``: on the root logger's handlers and on the loggers of the libraries
-    that log URLs. Returns the function that removes the filters again."""
+    that log URLs. Returns the function that removes the filters again.
+
+    A handler that already redacts these secrets (crew-mcp's own, whose :class:`~crew_mcp.logs.SecretScrubber`
+    :func:`crew_mcp.logs.configure` gave the settings' secrets) is left alone: one pass per record is enough.
+    """
     filt = RedactingFilter(redactor)
-    targets: list[logging.Filterer] = [*logging.getLogger().handlers, *map(logging.getLogger, _LOGGERS)]
+    handlers = [h for h in logging.getLogger().handlers if not _redacts(h, redactor)]
+    targets: list[logging.Filterer] = [*handlers, *map(logging.getLogger, _LOGGERS)]
     for target in targets:
         target.addFilter(filt)
 
@@ -159,3 +169,7 @@ def install_log_redaction(redactor: Redactor) -> Callable[[], None]:
             target.removeFilter(filt)
 
     return remove
+
+
+def _redacts(handler: logging.Handler, redactor: Redactor) -> bool:
+    return any(isinstance(f, RedactingFilter) and f.redactor.covers(redactor) for f in handler.filters)

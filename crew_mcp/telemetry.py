@@ -56,7 +56,8 @@ class Telemetry:
         """A failed request to a crew is being sent again."""
 
     def webhook(self, kind: str, outcome: str) -> None:
-        """A webhook delivery was answered: ``accepted``, ``refused``, ``bad_request`` or ``unavailable``."""
+        """A webhook delivery ended: ``accepted``, ``refused``, ``bad_request``, ``too_large``, ``unavailable``,
+        ``other`` (any other status) or ``error`` (the receiver raised)."""
 
     def ledger(self, ledger: Ledger) -> Ledger:
         """``ledger``, instrumented when this telemetry counts ledger operations (here: unchanged)."""

@@ -27,6 +27,7 @@ __all__ = [
     "Guidance",
     "ResumeView",
     "RunView",
+    "decision_notice",
     "dump",
     "execution_uri",
     "human_only_message",
@@ -353,6 +354,19 @@ class ResumeView(BaseModel):
             lines.append(self.message)
         lines += [self.run.text(), self.next_step] if self.outcome != "applied" else [self.run.text()]
         return "\n".join(lines)
+
+
+def decision_notice(task_id: str, approve: bool, outcome: str) -> str:
+    """The sentence a person reads after deciding on ``task_id`` in the inbox or the run card: what was decided, and
+    what the crew does with it given the decision's ``outcome`` (a :class:`ResumeView`'s)."""
+    verdict = "Approved" if approve else "Sent back"
+    if outcome == "sent":
+        tail = "the crew has not confirmed it yet; it is never sent twice."
+    elif outcome == "unknown":
+        tail = "the crew's answer was lost, so it may or may not have acted on it; it was not sent again."
+    else:
+        tail = "the crew continues." if approve else "the crew is revising it with your feedback."
+    return f"{verdict} task {task_id}; {tail}"
 
 
 def dump(model: BaseModel, *, compact: bool = False) -> dict[str, Any]:

@@ -22,11 +22,12 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import CrewMCPError
+from .intake import ClientDisconnect, TooLarge, read_capped
 from .ledger import RunRecord
 from .service import CrewService
 
@@ -140,15 +141,10 @@ async def _payload(request: Request) -> dict[str, Any]:
     Raises:
         _Refused: 413 for a body over the cap (declared or streamed), 400 for anything but a JSON object.
     """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _Refused(413, "Payload Too Large", f"webhook bodies are limited to {MAX_BODY_BYTES} bytes")
-    body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                raise _Refused(413, "Payload Too Large", f"webhook bodies are limited to {MAX_BODY_BYTES} bytes")
+        body = await read_capped(request, MAX_BODY_BYTES)
+    except TooLarge:
+        raise _Refused(413, "Payload Too Large", f"webhook bodies are limited to {MAX_BODY_BYTES} bytes") from None
     except ClientDisconnect:
         raise _Refused(400, "Bad Request", "the body was cut off") from None
     try:

@@ -99,6 +99,7 @@ class Deployment:
     services: list[CrewService]
     provider: OAuthProvider | None = None
     keys: dict[str, str] = field(default_factory=dict)
+    app: Any = None  # the served ASGI app, for requests no HTTP client sends (tests/test_inbox.py)
 
     @property
     def inbox(self) -> str:
@@ -188,7 +189,7 @@ async def serve_inbox(
             replica = build_app(settings, host="127.0.0.1", port=other.getsockname()[1], opener=opener)
             assert replicas is not None
             replicas[i] = await stack.enter_async_context(serve_on(replica, other))
-        yield Deployment(root, mode, settings, sim, services, provider, keys)
+        yield Deployment(root, mode, settings, sim, services, provider, keys, app)
 
 
 async def sign_in(

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlencode, urljoin, urlsplit
 
 import httpx2
 import jwt
@@ -242,7 +242,10 @@ class OAuthProvider:
     def _client_auth(self, request: Request, form: dict[str, str]) -> Client | None:
         authorization = request.headers.get("authorization", "")
         if authorization.lower().startswith("basic "):
-            client_id, _, secret = base64.b64decode(authorization[6:]).decode().partition(":")
+            # RFC 6749 §2.3.1: both parts were form-encoded before they were joined
+            client_id, _, secret = (
+                unquote_plus(p) for p in base64.b64decode(authorization[6:]).decode().partition(":")
+            )
             client = self.clients.get(client_id)
             return client if client is not None and client.secret == secret else None
         client = self.clients.get(form.get("client_id", ""))

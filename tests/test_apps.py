@@ -164,6 +164,24 @@ async def test_a_decision_in_the_card_is_human_under_the_human_policy(mode: str)
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_the_card_says_when_the_crews_answer_to_a_decision_was_lost(mode: str) -> None:
+    sim = Simulator([review_crew()], clock="manual")
+    async with sim, connected(mode, apps=True, sim=sim) as (client, _):
+        kickoff_id = await paused_run(client)
+        _, meta = await card(client, kickoff_id)
+        # app_decide reads the run's status first (let through), then sends the decision (its answer lost)
+        sim.faults("brief").delay_next(1, seconds=0).fail_next(1, status=502)
+        args = {"kickoff_id": kickoff_id, "task_id": "draft", "approve": False, "feedback": "Add a summary."}
+        decided = await ok(client, "app_decide", {**args, "review_token": meta[REVIEW_META_KEY]["token"]})
+    assert decided.structured_content is not None
+    assert decided.structured_content["notice"] == (
+        "Sent back task draft; the crew's answer was lost, so it may or may not have acted on it; "
+        "it was not sent again."
+    )
+    assert sim.count("brief", "POST", "/resume") == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_app_decide_refuses_a_forged_stale_or_misdirected_decision_and_sends_nothing(mode: str) -> None:
     async with connected(mode, apps=True) as (client, _):
         kickoff_id = await paused_run(client)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import httpx2
 import pytest
 from inbox_support import csrf_of, decide, serve_inbox, sign_in, state
@@ -99,6 +100,18 @@ async def test_a_configured_confidential_client_signs_in_with_its_secret(
         assert list(oauth_provider.clients) == ["crew-inbox"]  # nothing registered
         assert secret not in page.text
     assert secret not in server_log(caplog)
+
+
+async def test_a_client_id_and_secret_with_reserved_characters_reach_the_provider_intact(
+    oauth_provider: OAuthProvider, tmp_path: Path
+) -> None:
+    """RFC 6749 §2.3.1: HTTP Basic client authentication form-encodes the id and the secret first."""
+    client_id, secret = "crew:inbox", "inbox%secret:+/0f3c9a7d51e24b68"
+    env = {"CREW_MCP_INBOX_CLIENT_ID": client_id, "CREW_MCP_INBOX_CLIENT_SECRET": secret}
+    async with serve_inbox(tmp_path, "oauth", provider=oauth_provider, env=env) as d, d.browser() as browser:
+        oauth_provider.add_client(client_id, secret, [d.inbox + "/callback"])
+        page = await sign_in(d, browser, "alice")
+        assert page.status_code == 200 and ">alice<" in page.text
 
 
 async def test_a_sign_in_that_does_not_match_its_browser_or_provider_is_refused(
@@ -516,3 +529,58 @@ async def test_when_owners_may_not_approve_their_runs_wait_for_a_reviewer(
             refused = await decide(d, browser, csrf_of(page.text), item, approve=True)
             assert refused.status_code == 403 and "only the approvers" in refused.json()["error"]
         assert d.sim.resume_log == []
+
+
+async def asgi_post(app: Any, path: str, headers: dict[str, str], messages: list[dict[str, Any]]) -> int:
+    """POST to ``app`` through ASGI with exactly ``messages`` as the request's stream; the response's status.
+
+    For what no HTTP client sends and no socket delivers on cue: a garbled Content-Length, a body cut off mid-way."""
+    pending = list(messages)
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": raw,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    return statuses[0]
+
+
+async def test_a_cut_off_body_or_a_garbled_length_is_refused_never_a_server_error(tmp_path: Path) -> None:
+    async with serve_inbox(tmp_path, "keys") as d, d.browser() as browser:
+        page = await sign_in(d, browser, "alice")
+        host = urlsplit(d.root).netloc
+        cookies = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        form = {"host": host, "origin": d.root, "content-type": "application/x-www-form-urlencoded"}
+        api = {
+            "host": host,
+            "origin": d.root,
+            "content-type": "application/json",
+            "cookie": cookies,
+            "x-csrf-token": csrf_of(page.text),
+        }
+        part = {"type": "http.request", "body": b'{"kickoff_id": "', "more_body": True}
+        # The sign-in form reads as empty (403: no sign-in form), the decision as no JSON object (400).
+        for path, headers, status in (("/approvals/login", form, 403), ("/approvals/api/decide", api, 400)):
+            cut_off = await asgi_post(d.app, path, {**headers, "content-length": "100"}, [part])
+            garbled = await asgi_post(d.app, path, {**headers, "content-length": "1e3"}, [{**part, "more_body": False}])
+            assert (cut_off, garbled) == (status, status), path
+        assert (await state(browser))["viewer"]["principal"] == "key:alice"  # the session is untouched

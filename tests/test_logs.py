@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from crew_mcp.logs import ID_FIELDS, SecretScrubber, bound, build_handler
+from crew_mcp.redact import RedactingFilter, Redactor, install_log_redaction
 from crew_mcp.server import build_server
 from crew_mcp.settings import Settings
 from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, serve_simulator
@@ -94,6 +95,25 @@ def test_a_record_is_scrubbed_in_its_arguments_and_its_traceback() -> None:
     assert entry["level"] == "ERROR" and entry["logger"] == "crew_mcp.test_logs"
     assert entry["message"] == "call to http://***@crew/kickoff failed"
     assert "RuntimeError" in entry["exception"] and CREW_TOKEN not in json.dumps(entry)
+
+
+def test_service_log_redaction_skips_a_handler_that_already_masks_the_same_secrets() -> None:
+    covered, out = build_handler(secrets=(CREW_TOKEN, METRICS_TOKEN), stream=io.StringIO()), io.StringIO()
+    partial = build_handler("text", secrets=(METRICS_TOKEN,), stream=out)
+    root = logging.getLogger()
+    for handler in (covered, partial):
+        root.addHandler(handler)
+    try:
+        remove = install_log_redaction(Redactor(CREW_TOKEN))
+        assert not any(type(f) is RedactingFilter for f in covered.filters)  # one pass per record is enough
+        assert any(type(f) is RedactingFilter for f in partial.filters)  # its own would miss CREW_TOKEN
+        partial.handle(logging.makeLogRecord({"name": "crew_mcp.x", "levelname": "WARNING", "msg": CREW_TOKEN}))
+        remove()
+    finally:
+        for handler in (covered, partial):
+            root.removeHandler(handler)
+    assert out.getvalue() == "WARNING crew_mcp.x: ***\n"
+    assert not any(type(f) is RedactingFilter for f in partial.filters)  # removed again
 
 
 def test_text_lines_keep_their_shape_and_add_the_ids_they_have() -> None:

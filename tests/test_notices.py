@@ -426,6 +426,20 @@ def test_a_slack_url_must_be_https_and_is_never_repeated_in_the_error() -> None:
     assert "credential" not in str(info.value)
 
 
+async def test_the_webhook_notice_url_is_named_not_shown_in_the_request_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The webhook URL is not one of the settings' secrets, yet some receivers take a credential in its path."""
+    caplog.set_level(logging.DEBUG)
+    async with receiver() as (rx, root):
+        settings = settings_for(root).model_copy(update={"notify_webhook_url": f"{root}/hook/path-credential-xyz"})
+        async with in_memory("auto", settings) as env:
+            kid = await env.kickoff("research")
+            await env.sim.advance(3600)
+            await env.call("get_status", {"kickoff_id": kid})
+            await until(lambda: len(rx.accepted) == 1)
+    assert "<the webhook notice URL>" in caplog.text  # httpx2 logged the request
+    assert "path-credential" not in caplog.text
+
+
 async def test_the_slack_url_never_reaches_the_logs_when_slack_fails(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     async with receiver() as (rx, root):

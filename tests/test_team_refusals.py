@@ -266,3 +266,27 @@ async def test_the_sse_message_endpoint_enforces_the_same_scopes_and_starts_noth
         assert refused.status_code == 403
         assert challenge(refused).startswith('Bearer error="insufficient_scope", scope="crew:run"')
         assert team.upstream.kickoffs() == 0
+
+
+async def test_an_opaque_token_is_introspected_once_per_tool_call(
+    oauth_provider: OAuthProvider, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scope gate and the SDK's bearer check share one verification: a refused opaque token (refusals are not
+    cached) costs one introspection request and one log line, an accepted one is introspected once and then cached."""
+    oauth_provider.add_client("crew-mcp", "introspection-secret-value")
+    env = {
+        "CREW_MCP_OAUTH_INTROSPECTION_URL": oauth_provider.issuer + "/introspect",
+        "CREW_MCP_OAUTH_CLIENT_ID": "crew-mcp",
+        "CREW_MCP_OAUTH_CLIENT_SECRET": "introspection-secret-value",
+    }
+    async with serve_team(oauth_provider, tmp_path, env=env) as team:
+        with caplog.at_level(logging.INFO, logger="crew_mcp.auth"):
+            response = await post(team, oauth_provider.opaque(active=False))
+        assert response.status_code == 401 and challenge(response).startswith('Bearer error="invalid_token"')
+        assert oauth_provider.introspections == 1
+        assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()] == [
+            "bearer token refused: the authorization server says it is not active"
+        ]
+        accepted = await post(team, oauth_provider.opaque())
+        assert accepted.status_code == 200 and team.upstream.kickoffs() == 1, accepted.text
+        assert oauth_provider.introspections == 2

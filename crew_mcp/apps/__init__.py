@@ -33,7 +33,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -51,7 +50,7 @@ from ..errors import RunNotFoundError
 from ..identity import Caller
 from ..models import ExecutionStatus
 from ..service import CrewService
-from ..views import RunView, dump
+from ..views import RunView, decision_notice, dump
 
 __all__ = [
     "APP_TOOLS",
@@ -196,7 +195,7 @@ class RunCard(Apps):
             feedback: Annotated[str, Field(description="The person's feedback, in their words")] = "",
         ) -> Annotated[CallToolResult, CardView]:
             """For crew-mcp's run card only: send the person's decision on the output they reviewed."""
-            caller = replace(self._app_caller(ctx, "app_decide"), by="human", via="app")
+            caller = self._app_caller(ctx, "app_decide").deciding("human", "app")
             svc = self._service()
             view = await guard(svc.status(kickoff_id, caller))
             pending = view.pending
@@ -212,9 +211,7 @@ class RunCard(Apps):
                     "nothing was sent. Review the output shown now and decide again."
                 )
             resumed = await guard(svc.resume(kickoff_id, caller, approve=approve, feedback=feedback, task_id=task_id))
-            verdict = "Approved" if approve else "Sent back"
-            tail = "the crew continues." if approve else "the crew is revising it with your feedback."
-            notice = f"{verdict} task {task_id}; {tail}"
+            notice = decision_notice(task_id, approve, resumed.outcome)
             return await self._card_result(resumed.run, caller, notice=notice)
 
     def _app_caller(self, ctx: Context, tool: str) -> Caller:

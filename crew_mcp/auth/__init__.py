@@ -4,9 +4,9 @@ What the HTTP app calls (docs/auth.md has the whole story):
 
 ```python
 verifier = build_verifier(settings.auth, http)            # None when CREW_MCP_AUTH=none
-mcp = MCPServer(..., token_verifier=verifier, auth=auth_settings(settings.auth))
+mcp = MCPServer(..., token_verifier=GateVerified(verifier), auth=auth_settings(settings.auth))  # the gate's answer
 app = mcp.streamable_http_app(transport_security=transport_security(settings.public_url, host), ...)
-routes = protected_resource_routes(settings.auth)           # root RFC 9728 form; the SDK serves /…/mcp
+routes = protected_resource_routes(settings.auth)           # RFC 9728 at both well-known forms (shadows the SDK's)
 app = ScopeGate(app, verifier=verifier, config=settings.auth, limiter=Limiter(settings.auth.limits), ...)
 principal = principal_from_token(get_access_token(), settings.auth)     # inside a tool
 ```
@@ -38,7 +38,7 @@ from .config import (
 )
 
 if TYPE_CHECKING:
-    from .gate import ScopeGate
+    from .gate import GateVerified, ScopeGate
     from .introspection import IntrospectionVerifier
     from .jwt import JWTVerifier
     from .keys import KeyVerifier, generate_key, hash_key, key_config_entry
@@ -52,6 +52,7 @@ __all__ = [
     "SCOPE_RUN",
     "AuthConfig",
     "Decision",
+    "GateVerified",
     "IntrospectionVerifier",
     "JWTVerifier",
     "KeyVerifier",
@@ -85,6 +86,7 @@ _LAZY = {
     "key_config_entry": "keys",
     "Decision": "limits",
     "Limiter": "limits",
+    "GateVerified": "gate",
     "ScopeGate": "gate",
     "auth_settings": "wiring",
     "build_verifier": "wiring",

@@ -52,6 +52,7 @@ __all__ = [
     "may_read",
     "missing_scope",
     "principal_from_token",
+    "readable_id",
     "scope_for_tool",
 ]
 
@@ -267,6 +268,12 @@ def principal_from_token(token: AccessToken, config: AuthConfig) -> Principal:
     owner = f"key:{name}" if keyed else f"oauth:{issuer}#{name}"
     groups = frozenset(_strings(claims.get("groups" if keyed else config.groups_claim)))
     return Principal(owner, effective_scopes(token.scopes), groups, token.client_id, claims)
+
+
+def readable_id(principal_id: str) -> str:
+    """The part of a principal id (an owner string) a person recognises: the subject of ``oauth:{issuer}#{subject}``,
+    the name of ``key:{name}``; any other id whole."""
+    return principal_id.rpartition("#")[2].removeprefix("key:") or principal_id
 
 
 # --------------------------------------------------------------------------------------------- policy

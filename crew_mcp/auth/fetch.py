@@ -6,7 +6,10 @@ client secret (tokens travel in request bodies, never in URLs).
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx2
 
@@ -26,16 +29,22 @@ async def request_json(
     url: str,
     *,
     data: dict[str, str] | None = None,
+    json: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Send one request and return its JSON object body.
+    """Send one request (``data`` form-encoded or ``json`` as a JSON body) and return its JSON object body.
 
     Raises:
         FetchError: transport failure, timeout, a non-2xx status, an oversized or non-JSON-object body.
     """
     try:
         response = await http.request(
-            method, url, data=data, headers={"Accept": "application/json", **(headers or {})}, timeout=DEFAULT_TIMEOUT
+            method,
+            url,
+            data=data,
+            json=json,
+            headers={"Accept": "application/json", **(headers or {})},
+            timeout=DEFAULT_TIMEOUT,
         )
     except httpx2.TimeoutException:
         raise FetchError(f"{url} did not answer in time") from None
@@ -52,6 +61,55 @@ async def request_json(
     if not isinstance(body, dict):
         raise FetchError(f"{url} did not answer with a JSON object")
     return body
+
+
+def basic_auth(client_id: str, secret: str) -> str:
+    """The ``Authorization`` value that authenticates an OAuth client with HTTP Basic.
+
+    RFC 6749 §2.3.1: the id and the secret are form-encoded before they are joined and Base64-encoded, so a colon
+    or a percent sign in either reaches the authorization server intact.
+    """
+    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def metadata_urls(issuer: str) -> list[str]:
+    """Where the issuer's metadata may live: RFC 8414 (path inserted), then OpenID discovery (both forms)."""
+    parts = urlsplit(issuer.rstrip("/"))
+    root = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path
+    urls = [f"{root}/.well-known/oauth-authorization-server{path}", f"{root}{path}/.well-known/openid-configuration"]
+    if path:
+        urls.append(f"{root}/.well-known/openid-configuration{path}")
+    return urls
+
+
+async def issuer_metadata(
+    http: httpx2.AsyncClient, issuer: str, lacks: Callable[[dict[str, Any]], str | None]
+) -> dict[str, Any]:
+    """The first metadata document at :func:`metadata_urls` that describes ``issuer`` and has what its user needs.
+
+    ``lacks`` says what a document misses (e.g. "names no jwks_uri"), or None when it will do.
+
+    Raises:
+        FetchError: no document will do; the message says why each was passed over.
+    """
+    failures: list[str] = []
+    for url in metadata_urls(issuer):
+        try:
+            metadata = await request_json(http, "GET", url)
+        except FetchError as exc:
+            failures.append(str(exc))
+            continue
+        # RFC 8414 §3.3: metadata naming another issuer must not be used (mix-up defence).
+        if not isinstance(metadata.get("issuer"), str) or not same_url(metadata["issuer"], issuer):
+            failures.append(f"{url} describes issuer {metadata.get('issuer')!r}, not {issuer}")
+            continue
+        missing = lacks(metadata)
+        if missing is None:
+            return metadata
+        failures.append(f"{url} {missing}")
+    raise FetchError("no usable metadata for issuer " + issuer + ": " + "; ".join(failures))
 
 
 def same_url(a: str, b: str) -> bool:

@@ -6,14 +6,19 @@ with ``403`` and ``WWW-Authenticate: Bearer error="insufficient_scope", scope=".
 up its authorization. That needs the JSON-RPC body, so :class:`ScopeGate` reads it (bounded), decides, and
 replays it to the app unchanged. Refusals carry a JSON-RPC error body too: the SDK client surfaces that error
 instead of a bare status. Requests without a valid token pass through untouched: the SDK answers them 401.
+
+The gate's verification is the request's only one: it leaves its answer for :class:`GateVerified`, the verifier
+the SDK's bearer middleware gets, so a refused opaque token (refusals are not cached) costs one introspection
+request and one log line, not two.
 """
 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import Any
 
-from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from pydantic import AnyHttpUrl
@@ -23,10 +28,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import AuthConfig, missing_scope, principal_from_token, scope_for_tool, starts_run
 from .limits import Limiter
 
-__all__ = ["REFUSED", "ScopeGate"]
+__all__ = ["REFUSED", "GateVerified", "ScopeGate"]
 
 REFUSED = -32000
 """JSON-RPC error code of a refusal (a server-defined code: JSON-RPC reserves -32000..-32099 for servers)."""
+
+# (token, answer) of the verification the gate made for the request it is passing on; set only around that call.
+_verified: ContextVar[tuple[str, AccessToken | None] | None] = ContextVar("crew_mcp_gate_verified", default=None)
+
+
+class GateVerified:
+    """The verifier to give the SDK behind a :class:`ScopeGate`: the gate's answer when it already verified this
+    request's token, else ``verifier``'s."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """The token's :class:`AccessToken`, or None when it is refused."""
+        verified = _verified.get()
+        if verified is not None and verified[0] == token:
+            return verified[1]
+        return await self._verifier.verify_token(token)
 
 
 def _tool_calls(body: bytes) -> list[tuple[Any, str]]:
@@ -49,8 +72,8 @@ def _tool_calls(body: bytes) -> list[tuple[Any, str]]:
 class ScopeGate:
     """ASGI middleware for the MCP endpoint: 403 for a tool whose scope the token lacks, 429 past the kickoff rate.
 
-    ``verifier`` is the same one the SDK uses (JWT checks are local and introspection answers are cached, so the
-    second verification costs little). ``limiter`` is optional; without it only scopes are enforced. The
+    ``verifier`` is the one behind the SDK's :class:`GateVerified`, which reuses the gate's answer for the request.
+    ``limiter`` is optional; without it only scopes are enforced. The
     ``resource_metadata_url`` of the 403 challenge defaults to the SDK's RFC 9728 URL for ``resource_url``.
     """
 
@@ -88,9 +111,13 @@ class ScopeGate:
         messages, complete, body = await self._read(receive)
         replay = _replayer(messages, receive)
         calls = _tool_calls(body) if complete else []
-        access = await self._verifier.verify_token(authorization[7:]) if calls else None
-        if access is None:
+        if not calls:
             await self._app(scope, replay, send)
+            return
+        token = authorization[7:]  # as the SDK's bearer middleware cuts it, so GateVerified sees the same string
+        access = await self._verifier.verify_token(token)
+        if access is None:
+            await self._pass_verified(scope, replay, send, token, None)
             return
         principal = principal_from_token(access, self._config)
         for request_id, tool in calls:
@@ -104,7 +131,16 @@ class ScopeGate:
                 if not decision.allowed:
                     await self._refuse_rate(send, request_id, decision.retry_after_header or "1")
                     return
-        await self._app(scope, replay, send)
+        await self._pass_verified(scope, replay, send, token, access)
+
+    async def _pass_verified(
+        self, scope: Scope, receive: Receive, send: Send, token: str, access: AccessToken | None
+    ) -> None:
+        reset = _verified.set((token, access))
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            _verified.reset(reset)
 
     async def _read(self, receive: Receive) -> tuple[list[Message], bool, bytes]:
         """The request's messages up to ``max_body`` bytes; a larger body is left for the SDK to refuse (413)."""

@@ -9,19 +9,17 @@ token itself is never held as a key and a busy client does not cost one round tr
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import httpx2
 from mcp.server.auth.provider import AccessToken
 
 from .config import AuthConfig, effective_scopes
-from .fetch import FetchError, request_json, same_url
+from .fetch import FetchError, basic_auth, request_json, same_url
 from .jwt import scopes_of
 
 __all__ = ["CACHE_SECONDS", "CACHE_SIZE", "IntrospectionVerifier"]
@@ -58,9 +56,7 @@ class IntrospectionVerifier:
         self._now = now
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, AccessToken]] = {}
-        # RFC 6749 §2.3.1: form-encode both parts before Basic-encoding them.
-        pair = f"{quote(config.client_id, safe='')}:{quote(config.client_secret.get_secret_value(), safe='')}"
-        self._authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+        self._authorization = basic_auth(config.client_id, config.client_secret.get_secret_value())
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's :class:`AccessToken` when the authorization server vouches for it, else None."""

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -24,9 +23,9 @@ import jwt
 from mcp.server.auth.provider import AccessToken
 
 from .config import AuthConfig, effective_scopes
-from .fetch import FetchError, request_json, same_url
+from .fetch import FetchError, issuer_metadata, request_json, same_url
 
-__all__ = ["JWKS_MAX_AGE", "JWKS_MIN_REFRESH_INTERVAL", "JWTVerifier", "metadata_urls", "scopes_of"]
+__all__ = ["JWKS_MAX_AGE", "JWKS_MIN_REFRESH_INTERVAL", "JWTVerifier", "scopes_of"]
 
 log = logging.getLogger("crew_mcp.auth")
 
@@ -41,17 +40,6 @@ _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 class _Refused(Exception):
     """The token is not acceptable; the message is the reason, safe to log."""
-
-
-def metadata_urls(issuer: str) -> list[str]:
-    """Where the issuer's metadata may live: RFC 8414 (path inserted), then OpenID discovery (both forms)."""
-    parts = urlsplit(issuer.rstrip("/"))
-    root = f"{parts.scheme}://{parts.netloc}"
-    path = parts.path
-    urls = [f"{root}/.well-known/oauth-authorization-server{path}", f"{root}{path}/.well-known/openid-configuration"]
-    if path:
-        urls.append(f"{root}/.well-known/openid-configuration{path}")
-    return urls
 
 
 def scopes_of(claims: dict[str, Any]) -> list[str]:
@@ -131,23 +119,14 @@ class _KeySet:
             log.info("fetched %d key(s) from %s", len(keys), url)
 
     async def _discover(self) -> str:
-        issuer = self._config.issuer or ""
-        failures: list[str] = []
-        for url in metadata_urls(issuer):
-            try:
-                metadata = await request_json(self._http, "GET", url)
-            except FetchError as exc:
-                failures.append(str(exc))
-                continue
-            # RFC 8414 §3.3: metadata naming another issuer must not be used (mix-up defence).
-            if not isinstance(metadata.get("issuer"), str) or not same_url(metadata["issuer"], issuer):
-                failures.append(f"{url} describes issuer {metadata.get('issuer')!r}, not {issuer}")
-                continue
-            jwks_uri = metadata.get("jwks_uri")
-            if isinstance(jwks_uri, str) and jwks_uri.startswith(("https://", "http://")):
-                return jwks_uri
-            failures.append(f"{url} names no jwks_uri")
-        raise FetchError("no usable metadata for issuer " + issuer + ": " + "; ".join(failures))
+        metadata = await issuer_metadata(self._http, self._config.issuer or "", _lacks_jwks_uri)
+        jwks_uri: str = metadata["jwks_uri"]
+        return jwks_uri
+
+
+def _lacks_jwks_uri(metadata: dict[str, Any]) -> str | None:
+    jwks_uri = metadata.get("jwks_uri")
+    return None if isinstance(jwks_uri, str) and jwks_uri.startswith(("https://", "http://")) else "names no jwks_uri"
 
 
 def _pick(keys: list[dict[str, Any]], kid: str | None, alg: str) -> jwt.PyJWK | None:

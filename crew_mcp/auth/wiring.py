@@ -40,15 +40,21 @@ class _ByShape:
         return await verifier.verify_token(token)
 
 
-def build_verifier(config: AuthConfig, http: httpx2.AsyncClient) -> TokenVerifier | None:
+def build_verifier(config: AuthConfig, http: httpx2.AsyncClient | None = None) -> TokenVerifier | None:
     """The token verifier for ``config``; None when authentication is off.
 
-    ``http`` is the caller's client (kept open for the server's lifetime) for metadata, JWKS and introspection.
+    ``http`` is the caller's client (kept open for the server's lifetime) for metadata, JWKS and introspection;
+    only OAuth needs one (keys are checked locally).
+
+    Raises:
+        ValueError: OAuth without ``http``.
     """
     if config.mode == "keys":
         return KeyVerifier(config.keys)
     if config.mode == "none":
         return None
+    if http is None:
+        raise ValueError("an OAuth verifier needs an HTTP client for the identity provider")
     jwt = JWTVerifier(config, http)
     if config.introspection_url is None:
         return jwt

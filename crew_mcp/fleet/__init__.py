@@ -5,7 +5,9 @@
 * :mod:`~crew_mcp.fleet.leases`: one replica polls a given execution; the others follow through the fan-out.
 * :mod:`~crew_mcp.fleet.cache`: running records served from memory while the fan-out keeps them true.
 * :mod:`~crew_mcp.fleet.events`: resumable SSE streams (an event store, per session).
-* :mod:`~crew_mcp.fleet.drain`: graceful shutdown (stop accepting, hand leases over, end waits).
+* :mod:`~crew_mcp.fleet.http`: graceful shutdown (:class:`~crew_mcp.fleet.http.DrainingServer` runs
+  :meth:`crew_mcp.runtime.Runtime.drain`: ``/readyz`` says draining, waits end, leases are handed over; then the
+  server stops accepting).
 
 :func:`build_fleet` picks the pieces from the settings: with ``CREW_MCP_FLEET_URL`` (or, when that is unset, a
 ``redis://`` ledger URL) they go through that Redis; otherwise they work within this process.

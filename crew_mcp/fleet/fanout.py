@@ -108,8 +108,6 @@ class Fanout:
     def __init__(self, replica: str) -> None:
         self.replica = replica
         self._deliver: Deliver | None = None
-        self.published = 0
-        self.received = 0
 
     def attach(self, deliver: Deliver) -> None:
         """Set what this replica does with a change (the run tracker's ``apply``)."""
@@ -117,7 +115,6 @@ class Fanout:
 
     async def publish(self, change: Change) -> None:
         """Deliver ``change`` here now, and to the other replicas."""
-        self.published += 1
         await self._local(change)
 
     async def run(self, on_gap: OnGap, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -158,7 +155,6 @@ class RedisFanout(Fanout):
 
     async def publish(self, change: Change) -> None:
         """Deliver ``change`` here, then ``PUBLISH`` it once for the others."""
-        self.published += 1
         change = change if change.origin else _with_origin(change, self.replica)
         await self._local(change)
         try:
@@ -203,7 +199,6 @@ class RedisFanout(Fanout):
             return
         if change.origin == self.replica:
             return  # delivered locally when it was published
-        self.received += 1
         await self._local(change)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "Leases", "LocalLeases", "RedisLeases"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "Leases", "RedisLeases"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,6 @@ class Leases:
     async def holder(self, kickoff_id: str) -> str | None:
         """Who holds the lease (a replica name), or None."""
         return "local" if kickoff_id in self.held else None
-
-
-LocalLeases = Leases
 
 
 class RedisLeases(Leases):

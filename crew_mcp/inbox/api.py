@@ -27,6 +27,7 @@ from .. import errors as e
 from ..auth.config import SCOPE_APPROVE, SCOPE_RUN
 from ..identity import Caller
 from ..service import CrewService
+from ..views import decision_notice
 from .context import InboxContext, json_error, read_body
 from .security import WebGuard
 from .sessions import Session
@@ -132,15 +133,8 @@ class InboxAPI:
         log.info(
             "inbox: %s %s task %s of run %s", caller.owner, "approved" if approve else "rejected", task_id, kickoff_id
         )
-        verdict = "Approved" if approve else "Sent back"
-        tail = "the crew continues." if approve else "the crew is revising it with your feedback."
-        if resumed.outcome == "sent":
-            tail = "the crew has not confirmed it yet; it is never sent twice."
-        elif resumed.outcome == "unknown":
-            tail = "the crew's answer was lost, so it may or may not have acted on it; it was not sent again."
-        return _ok(
-            {"notice": f"{verdict} task {task_id}; {tail}", "outcome": resumed.outcome, "state": resumed.run.state}
-        )
+        notice = decision_notice(task_id, approve, resumed.outcome)
+        return _ok({"notice": notice, "outcome": resumed.outcome, "state": resumed.run.state})
 
     async def stop(self, request: Request) -> Response:
         """``POST /approvals/api/stop``: stop one of the person's runs at its crew."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx2
 from mcp.server.auth.provider import TokenVerifier
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -16,7 +17,8 @@ from ..ledger import default_ledger_url
 from ..runtime import Runtime
 from ..settings import Settings
 from .api import InboxAPI
-from .context import INBOX_PATH, InboxContext
+from .config import INBOX_PATH
+from .context import InboxContext
 from .oauth import OAuthSignIn
 from .pages import render_signin, static_file
 from .security import WebGuard
@@ -46,19 +48,21 @@ def build_inbox(
     *,
     host: str,
     runtime: Runtime,
+    security: TransportSecuritySettings,
     http: httpx2.AsyncClient | None,
     verifier: TokenVerifier | None,
     store: Store | None = None,
 ) -> Inbox | None:
     """The approvals inbox of ``serve --http`` (None when ``CREW_MCP_INBOX_ENABLED=false``).
 
-    ``http`` and ``verifier`` are the app's own (None without authentication): sign-in verifies tokens exactly as
-    the MCP endpoint does. ``store`` replaces the session store the settings name (tests).
+    ``security``, ``http`` and ``verifier`` are the app's own (the last two None without authentication): the inbox
+    answers the Host names the MCP endpoint does, and sign-in verifies tokens exactly as the MCP endpoint does.
+    ``store`` replaces the session store the settings name (tests).
     """
     config = settings.inbox
     if not config.enabled:
         return None
-    guard = WebGuard.of(settings.public_url, host)
+    guard = WebGuard.of(settings.public_url, host, security)
     store = store or open_store(store_url(config.sessions_url, settings.ledger_url or default_ledger_url()))
     ctx = InboxContext(settings, runtime, guard, Sessions(store, lifetime=config.session_hours * 3600))
     oauth = None

@@ -9,7 +9,10 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["InboxConfig"]
+__all__ = ["INBOX_PATH", "InboxConfig"]
+
+INBOX_PATH = "/approvals"
+"""Where the approvals inbox lives (under ``CREW_MCP_PUBLIC_URL``); reviewer notices link there."""
 
 _STORE_URL = re.compile(r"^(memory://|sqlite:|redis://|rediss://|unix://)")
 

@@ -1,8 +1,8 @@
 """What every inbox route shares: the settings, the running service, sessions, the web guard, and who is asking.
 
-A session becomes a :class:`~crew_mcp.identity.Caller` here, once per request, exactly as the MCP boundary makes
-one from a token (:func:`crew_mcp.boundary.caller`): the same owner string, crews and approval rights, with the
-decision attributed to ``human`` via ``inbox``.
+A session becomes a :class:`~crew_mcp.identity.Caller` here, once per request, by the rule the MCP boundary uses
+for a token (:meth:`~crew_mcp.identity.Caller.for_principal`): the same owner string, crews and approval rights,
+with the decision attributed to ``human`` via ``inbox``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from ..auth.config import (
     SCOPE_READ,
     SCOPE_RUN,
     Principal,
-    allowed_crews,
-    is_approver,
     missing_scope,
 )
 from ..identity import Caller
+from ..intake import ClientDisconnect, TooLarge, read_capped
 from ..runtime import Runtime
 from ..service import CrewService
 from ..settings import Settings
@@ -30,21 +29,21 @@ from .security import WebGuard
 from .sessions import Session, Sessions
 from .state import Viewer
 
-__all__ = ["INBOX_PATH", "InboxContext", "json_error", "read_body"]
-
-INBOX_PATH = "/approvals"
+__all__ = ["InboxContext", "json_error", "read_body"]
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than ``limit`` bytes (declared or sent): never read further."""
-    if int(request.headers.get("content-length") or 0) > limit:
+    """The request body, or None when it is longer than ``limit`` bytes (declared or sent): never read further.
+
+    A body the client cut off reads as empty: it is refused like any incomplete request (nobody is left to read
+    the answer), not a server error.
+    """
+    try:
+        return await read_capped(request, limit)
+    except TooLarge:
         return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+    except ClientDisconnect:
+        return b""
 
 
 def json_error(status: int, message: str, **extra: Any) -> Response:
@@ -91,16 +90,7 @@ class InboxContext:
         """The caller a session's requests act as: a person, through the inbox."""
         if session.kind == "local":
             return Caller(owner=session.principal, by="human", via="inbox")
-        auth = self.settings.auth
-        who = self.principal(session)
-        return Caller(
-            owner=session.principal,
-            by="human",
-            via="inbox",
-            crews=allowed_crews(who, auth),
-            approver=is_approver(who, auth),
-            decides_own=auth.approval.owner,
-        )
+        return Caller.for_principal(self.principal(session), self.settings.auth, by="human", via="inbox")
 
     def viewer(self, session: Session) -> Viewer:
         """What the page says about the person and what it offers them."""

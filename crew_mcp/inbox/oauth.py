@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,9 +23,8 @@ from urllib.parse import urlencode
 import httpx2
 from mcp.server.auth.provider import TokenVerifier
 
-from ..auth.config import AuthConfig, Principal, principal_from_token
-from ..auth.fetch import DEFAULT_TIMEOUT, FetchError, request_json, same_url
-from ..auth.jwt import metadata_urls
+from ..auth.config import AuthConfig, Principal, principal_from_token, readable_id
+from ..auth.fetch import FetchError, basic_auth, issuer_metadata, request_json, same_url
 from .config import InboxConfig
 from .store import Store
 
@@ -55,7 +53,7 @@ def display_name(principal: Principal) -> str:
         value = principal.claims.get(claim)
         if isinstance(value, str) and value.strip():
             return value.strip()[:80]
-    return principal.id.rpartition("#")[2].removeprefix("key:")[:80] or principal.id
+    return readable_id(principal.id)[:80]
 
 
 @dataclass
@@ -147,8 +145,7 @@ class OAuthSignIn:
             self.inbox.client_secret.get_secret_value() if self.inbox.client_id and self.inbox.client_secret else ""
         )
         if secret:
-            basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-            headers["Authorization"] = f"Basic {basic}"
+            headers["Authorization"] = basic_auth(client_id, secret)
         else:
             form["client_id"] = client_id
         try:
@@ -177,23 +174,20 @@ class OAuthSignIn:
         cached = self._endpoints
         if cached is not None and time.monotonic() - cached.fetched_at < METADATA_MAX_AGE:
             return cached
-        for url in metadata_urls(self._issuer):
-            try:
-                meta = await request_json(self._http, "GET", url)
-            except FetchError as exc:
-                log.info("inbox sign-in: no metadata at %s (%s)", url, exc)
-                continue
-            issuer, auth, token = meta.get("issuer"), meta.get("authorization_endpoint"), meta.get("token_endpoint")
-            if not (isinstance(issuer, str) and same_url(issuer, self._issuer)):
-                continue
-            if isinstance(auth, str) and isinstance(token, str):
-                reg = meta.get("registration_endpoint")
-                self._endpoints = _Endpoints(auth, token, reg if isinstance(reg, str) else None, time.monotonic())
-                return self._endpoints
-        raise SignInError(
-            f"crew-mcp cannot read the sign-in settings of {self._issuer} (its OAuth metadata did not answer); try "
-            "again in a minute."
+        try:
+            meta = await issuer_metadata(self._http, self._issuer, _lacks_endpoints)
+        except FetchError as exc:
+            log.info("inbox sign-in: %s", exc)
+            raise SignInError(
+                f"crew-mcp cannot read the sign-in settings of {self._issuer} (its OAuth metadata did not answer); "
+                "try again in a minute."
+            ) from None
+        reg = meta.get("registration_endpoint")
+        registration = reg if isinstance(reg, str) else None
+        self._endpoints = _Endpoints(
+            meta["authorization_endpoint"], meta["token_endpoint"], registration, time.monotonic()
         )
+        return self._endpoints
 
     async def _client(self, endpoints: _Endpoints) -> str:
         if self._client_id is not None:
@@ -225,17 +219,11 @@ class OAuthSignIn:
         if self.scope:
             metadata["scope"] = self.scope
         try:
-            response = await self._http.post(
-                url,
-                content=json.dumps(metadata),
-                timeout=DEFAULT_TIMEOUT,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-            )
-            body = response.json() if response.status_code in (200, 201) else {}
-        except (httpx2.HTTPError, ValueError) as exc:
-            log.warning("inbox sign-in: client registration at %s failed: %s", url, type(exc).__name__)
+            body = await request_json(self._http, "POST", url, json=metadata)
+        except FetchError as exc:
+            log.warning("inbox sign-in: client registration failed: %s", exc)
             body = {}
-        client_id = body.get("client_id") if isinstance(body, dict) else None
+        client_id = body.get("client_id")
         if not isinstance(client_id, str) or not client_id:
             raise SignInError(
                 "The identity provider refused to register crew-mcp's inbox as a client: set CREW_MCP_INBOX_CLIENT_ID "
@@ -243,3 +231,8 @@ class OAuthSignIn:
             )
         log.info("inbox sign-in: registered OAuth client %s at %s", client_id, url)
         return client_id
+
+
+def _lacks_endpoints(metadata: dict[str, Any]) -> str | None:
+    endpoints = (metadata.get("authorization_endpoint"), metadata.get("token_endpoint"))
+    return None if all(isinstance(e, str) for e in endpoints) else "names no authorization and token endpoints"

@@ -1,6 +1,6 @@
 """The inbox's web security: Host and Origin checks, CSRF tokens, cookies and response headers.
 
-* **Host** must be one of the MCP endpoint's allowed hosts (:func:`crew_mcp.auth.transport_security`): a page
+* **Host** must be one of the MCP endpoint's allowed hosts (:func:`crew_mcp.auth.transport_security`, passed in): a page
   reached through DNS rebinding gets 421, before anything is read or created.
 * **Origin** of every POST must be the public URL's origin (or, on a loopback bind, this very loopback origin).
   A POST without one (``Origin: null``, as no-referrer form posts send) passes only with ``Sec-Fetch-Site:
@@ -22,10 +22,11 @@ import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth.wiring import is_loopback, transport_security
+from ..auth.wiring import is_loopback
 
 __all__ = ["CSP", "WebGuard"]
 
@@ -55,9 +56,10 @@ class WebGuard:
     problem: str = ""
 
     @classmethod
-    def of(cls, public_url: str | None, host: str) -> WebGuard:
-        """The guard for a server bound to ``host`` and reached at ``public_url``."""
-        hosts = tuple(transport_security(public_url, host).allowed_hosts)
+    def of(cls, public_url: str | None, host: str, security: TransportSecuritySettings) -> WebGuard:
+        """The guard for a server bound to ``host`` and reached at ``public_url``, answering the Host names that
+        ``security`` (the MCP endpoint's, from :func:`~crew_mcp.auth.transport_security`) allows."""
+        hosts = tuple(security.allowed_hosts)
         origin = None
         if public_url:
             parts = urlsplit(public_url)

@@ -22,15 +22,17 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..auth.config import SCOPE_READ, principal_from_token
+from ..auth.config import SCOPE_READ, Principal, principal_from_token
 from ..auth.keys import KeyVerifier
 from ..identity import default_owner
-from .context import INBOX_PATH, InboxContext, read_body
+from .config import INBOX_PATH
+from .context import InboxContext, read_body
 from .oauth import OAuthSignIn, SignInError, display_name
 from .pages import render_page, render_signin
 from .security import WebGuard
@@ -121,22 +123,7 @@ class SignIn:
             principal = await self.oauth.redeem(q.get("code", ""), str(login.get("verifier", "")))
         except SignInError as exc:
             return self._failed(401, str(exc))
-        name = display_name(principal)
-        sid, session = await ctx.sessions.create(
-            principal=principal.id,
-            name=name,
-            kind="oauth",
-            scopes=sorted(principal.scopes),
-            groups=sorted(principal.groups),
-        )
-        log.info("inbox: %s signed in (oauth)", principal.id)
-        if not ctx.may_read(session):
-            await ctx.sessions.end(sid)
-            return self._no_access(name)
-        response = _redirect(INBOX_PATH)
-        ctx.guard.set_cookie(response, ctx.guard.session_cookie, sid, int(ctx.sessions.lifetime))
-        ctx.guard.clear_cookie(response, ctx.guard.login_cookie)
-        return response
+        return await self._signed_in(principal, "oauth")
 
     async def key_login(self, request: Request) -> Response:
         """``POST /approvals/login``: sign in with an API key (keys mode)."""
@@ -162,23 +149,7 @@ class SignIn:
             return await self._signin_page(
                 request, status=401, message="That key is not one of this server's API keys.", tone="danger"
             )
-        principal = principal_from_token(access, ctx.settings.auth)
-        sid, session = await ctx.sessions.create(
-            principal=principal.id,
-            name=display_name(principal),
-            kind="key",
-            scopes=sorted(principal.scopes),
-            groups=sorted(principal.groups),
-        )
-        if not ctx.may_read(session):
-            await ctx.sessions.end(sid)
-            return self._no_access(session.name)
-        await ctx.sessions.finish_login(lid)
-        log.info("inbox: %s signed in (API key)", principal.id)
-        response = _redirect(INBOX_PATH)
-        ctx.guard.set_cookie(response, ctx.guard.session_cookie, sid, int(ctx.sessions.lifetime))
-        ctx.guard.clear_cookie(response, ctx.guard.login_cookie)
-        return response
+        return await self._signed_in(principal_from_token(access, ctx.settings.auth), "key", login=lid)
 
     async def logout(self, request: Request) -> Response:
         """``POST /approvals/logout``: end this browser's session."""
@@ -193,6 +164,32 @@ class SignIn:
         log.info("inbox: %s signed out", session.principal)
         response = _redirect(f"{INBOX_PATH}/login?signed_out=1" if ctx.mode != "none" else INBOX_PATH)
         ctx.guard.clear_cookie(response, ctx.guard.session_cookie)
+        return response
+
+    async def _signed_in(
+        self, principal: Principal, kind: Literal["oauth", "key"], *, login: str | None = None
+    ) -> Response:
+        """A session for ``principal`` and the way into the inbox; or, without crew:read, no session and why.
+
+        ``login`` (the key form's sign-in record) is spent only on success, so a refused person may try another key.
+        """
+        ctx = self.ctx
+        sid, session = await ctx.sessions.create(
+            principal=principal.id,
+            name=display_name(principal),
+            kind=kind,
+            scopes=sorted(principal.scopes),
+            groups=sorted(principal.groups),
+        )
+        if not ctx.may_read(session):
+            await ctx.sessions.end(sid)
+            return self._no_access(session.name)
+        if login is not None:
+            await ctx.sessions.finish_login(login)
+        log.info("inbox: %s signed in (%s)", principal.id, "API key" if kind == "key" else kind)
+        response = _redirect(INBOX_PATH)
+        ctx.guard.set_cookie(response, ctx.guard.session_cookie, sid, int(ctx.sessions.lifetime))
+        ctx.guard.clear_cookie(response, ctx.guard.login_cookie)
         return response
 
     async def _signin_page(

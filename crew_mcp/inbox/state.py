@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..auth.config import readable_id
 from ..identity import Caller
 from ..ledger import RecordState, RunRecord
 from ..service import CrewService
@@ -115,9 +116,7 @@ def fingerprint(output: str | None) -> str:
 
 def owner_label(owner: str, viewer: str) -> str:
     """'you', or the readable part of another principal (the subject, the key's name, the local user)."""
-    if owner == viewer:
-        return "you"
-    return owner.rpartition("#")[2].removeprefix("key:") or owner
+    return "you" if owner == viewer else readable_id(owner)
 
 
 async def build_state(
