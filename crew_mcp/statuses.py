@@ -80,12 +80,14 @@ def merge_pending(status: ExecutionStatus, record: RunRecord) -> ExecutionStatus
 
 
 def text_of(value: Any) -> str | None:
+    """A webhook field as text: a string as it is, anything else as ``str()``, None when absent."""
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
 
 
 def is_human_request(kind: str, payload: dict[str, Any]) -> bool:
+    """True when a webhook asks for human input: a ``human`` webhook, or a ``task`` one whose status says it waits."""
     if kind == "human":
         return True
     status = str(payload.get("status") or payload.get("event") or "").lower()
