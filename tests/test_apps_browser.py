@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from apps_support import card, connected, ok
+from browser_support import CHROMIUM, LAUNCH_ARGS, ROOT, UI, require_chromium, screenshot_dir
 from hitl_support import loopback_socket, serve_on
 from mcp import Client
 from starlette.applications import Starlette
@@ -31,18 +32,7 @@ from crew_mcp.simulator import CrewSpec, InputSpec, TaskSpec
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CREW_MCP_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 HOST_DIR = Path(__file__).parent / "browser"
-ROOT = Path(__file__).parents[1]
-UI = 15_000  # ms: the longest any expectation on the page waits
 
 BRIEF = """## {market}: a brief for {audience}
 
@@ -82,13 +72,6 @@ def brief_crew() -> CrewSpec:
     )
 
 
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = os.environ.get("CREW_MCP_SCREENSHOTS")
-    path = (ROOT / target) if target else tmp_path
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def bridge_bundle() -> Path:
     path = Path(os.environ.get("CREW_MCP_APP_BRIDGE", ROOT / ".browser" / "app-bridge.js"))
     if not path.is_file():
@@ -116,8 +99,7 @@ async def browser_page(site: str) -> AsyncIterator[Any]:
     """A Chromium page on the host site; fails the test on any console error or request off the site."""
     from playwright.async_api import async_playwright
 
-    if not os.path.isfile(CHROMIUM):  # noqa: ASYNC240 - one stat before a browser starts
-        pytest.fail(f"{CHROMIUM} is missing: run `make test-browser` (it installs Debian's chromium)", pytrace=False)
+    require_chromium()
     problems: list[str] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
