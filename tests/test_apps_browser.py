@@ -22,54 +22,17 @@ import pytest
 from apps_support import card, connected, ok
 from browser_support import CHROMIUM, LAUNCH_ARGS, ROOT, UI, require_chromium, screenshot_dir
 from hitl_support import loopback_socket, serve_on
+from inbox_support import brief_crew
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from crew_mcp.apps import REVIEW_META_KEY, RUN_CARD_URI
-from crew_mcp.simulator import CrewSpec, InputSpec, TaskSpec
 
 pytestmark = pytest.mark.browser
 
 HOST_DIR = Path(__file__).parent / "browser"
-
-BRIEF = """## {market}: a brief for {audience}
-
-**Bottom line:** demand grows about *12 % a year*, and two suppliers hold most of the market.
-
-### What we found
-- Prices fell 18 % since 2024 (measured as `cost per kWh`).
-- Grid operators are the main buyers; households follow.
-- Source: [IEA outlook](https://www.iea.org/reports)
-
-### Risks
-1. Lithium supply
-2. Permitting delays"""
-
-SUMMARY = """**{market}** is worth entering in 2027 through grid-operator contracts.
-
-| Option | Cost | Risk |
-|---|---|---|
-| Partner | low | medium |
-| Build | high | low |"""
-
-
-def brief_crew() -> CrewSpec:
-    """Research, a brief a person reviews, and a summary; each task is instant on the simulator's clock."""
-    return CrewSpec(
-        name="market_brief",
-        description="Researches a market and writes a brief; an editor reviews the brief.",
-        inputs=[
-            InputSpec(name="market", description="The market to study"),
-            InputSpec(name="audience", description="Who reads the brief"),
-        ],
-        tasks=[
-            TaskSpec(id="research", agent="Market Researcher", duration=0, output="Sources and figures on {market}."),
-            TaskSpec(id="brief", agent="Analyst", duration=0, human_input=True, output=BRIEF),
-            TaskSpec(id="summary", agent="Editor", duration=0, output=SUMMARY),
-        ],
-    )
 
 
 def bridge_bundle() -> Path:
