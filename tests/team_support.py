@@ -36,14 +36,13 @@ MODES = list(ERA)
 CREWS = ("research", "trip_planner", "content_pipeline")
 ALL_SCOPES = ["crew:read", "crew:run", "crew:approve"]
 
-TEAM_TOML = """
-[auth]
-scopes = ["crew:read", "crew:run", "crew:approve"]
-
+# Who may approve: the run's owner, or anyone in the reviewers' group.
+APPROVAL_TOML = """
 [auth.approval]
 owner = true
 group = "crew-reviewers"
 """
+TEAM_TOML = '\n[auth]\nscopes = ["crew:read", "crew:run", "crew:approve"]\n' + APPROVAL_TOML
 
 
 @dataclass
