@@ -170,6 +170,26 @@ async def read_json(client: Client, uri: str) -> Any:
     return json.loads(content.text)
 
 
+async def ok(
+    client: Client, tool: str, args: dict[str, Any] | None = None, *, timeout: float | None = 20.0
+) -> dict[str, Any]:
+    """A tool's structured result (the call must succeed and return one) within ``timeout`` seconds (``None``: the
+    caller bounds a long wait itself)."""
+    with anyio.fail_after(timeout):
+        r = await client.call_tool(tool, args or {})
+    assert not r.is_error, r.content
+    assert isinstance(r.structured_content, dict) and r.structured_content, r.content
+    return r.structured_content
+
+
+async def refused(client: Client, tool: str, args: dict[str, Any] | None = None) -> str:
+    """A tool's error sentence (the call must fail as a tool error)."""
+    with anyio.fail_after(20):
+        r = await client.call_tool(tool, args or {})
+    assert r.is_error, r.structured_content
+    return "".join(getattr(c, "text", "") for c in r.content)
+
+
 def answering(action: str, content: dict[str, Any] | None = None, seen: list[str] | None = None) -> Any:
     """An elicitation callback that answers every form with ``action`` (and ``content`` when accepting)."""
 
