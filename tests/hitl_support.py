@@ -36,7 +36,8 @@ from crew_mcp.settings import Settings
 from crew_mcp.simulator import CrewSpec, Simulator, TaskSpec
 from crew_mcp.webhooks import webhook_routes
 
-MODES = ["auto", "legacy"]  # 2026-07-28 and 2025-11-25
+ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}  # the SDK Client's mode → the protocol version it speaks
+MODES = list(ERA)
 HOOK_BASE = "http://crew-mcp.test"
 OWNER = "tester"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from hitl_support import loopback_socket, serve_on
+from hitl_support import ERA, loopback_socket, serve_on
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oauth_provider import MemoryStorage, OAuthProvider, sdk_oauth
@@ -29,8 +29,6 @@ from crew_mcp.settings import load_settings
 from crew_mcp.simulator import Simulator
 from crew_mcp.simulator.serve import serve_app
 
-ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
-MODES = list(ERA)
 CREWS = ("research", "trip_planner", "content_pipeline")
 ALL_SCOPES = ["crew:read", "crew:run", "crew:approve"]
 

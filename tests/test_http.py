@@ -13,7 +13,7 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
-from hitl_support import ok
+from hitl_support import ERA, ok
 from mcp import Client
 
 from crew_mcp.app import build_app
@@ -22,7 +22,6 @@ from crew_mcp.settings import Settings, load_settings
 from crew_mcp.simulator import Simulator, serve_simulator
 
 TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", "age": 35}
-ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
 
 
 @asynccontextmanager

@@ -18,9 +18,9 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
-from hitl_support import ok, refused
+from hitl_support import MODES, ok, refused
 from oauth_provider import MemoryStorage
-from team_support import MODES, serve_team
+from team_support import serve_team
 
 pytestmark = pytest.mark.oidc
 

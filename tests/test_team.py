@@ -13,12 +13,12 @@ import anyio
 import httpx2
 import pytest
 from apps_support import APPS
-from hitl_support import ok, read_json, refused, until
+from hitl_support import MODES, ok, read_json, refused, until
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 from mcp.types import PromptReference, ResourceUpdatedNotification
 from oauth_provider import MemoryStorage, OAuthProvider
-from team_support import CREWS, MODES, serve_team
+from team_support import CREWS, serve_team
 
 from crew_mcp.auth import SCOPE_READ, SCOPE_RUN
 

@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from hitl_support import ok, read_json, refused
+from hitl_support import MODES, ok, read_json, refused
 from mcp import MCPError
 from oauth_provider import OAuthProvider, SigningKey
-from team_support import MODES, TEAM_TOML, Team, serve_team
+from team_support import TEAM_TOML, Team, serve_team
 
 PROTOCOL = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
 HEADERS = {
