@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
-from process_support import tail
+from process_support import reap, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_HAPROXY = ROOT / "manifests" / "haproxy" / "haproxy.cfg"
@@ -133,15 +132,7 @@ async def start_replica(stack: AsyncExitStack, name: str, env: dict[str, str], w
         cwd=str(workdir),
         stderr=errlog,
     )
-
-    async def stop() -> None:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-        await process.aclose()
-
-    stack.push_async_callback(stop)
+    stack.push_async_callback(reap, process, stop=None)
     root = await _announced(process, log)
     replica = Replica(name, root, process, log)
     async with httpx2.AsyncClient(timeout=5) as http:
@@ -167,15 +158,7 @@ async def start_haproxy(
     config.write_text(haproxy_config(port, servers, timeouts))
     log = stack.enter_context((workdir / "haproxy.log").open("wb"))
     process = await anyio.open_process([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
-
-    async def stop() -> None:
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-        await process.aclose()
-
-    stack.push_async_callback(stop)
+    stack.push_async_callback(reap, process, stop=None)
     root = f"http://127.0.0.1:{port}"
     seen: set[str] = set()
     async with httpx2.AsyncClient(timeout=5) as http:

@@ -26,6 +26,7 @@ from conftest import _ledger_redis_answers, require_redis
 from fleet_support import Fleet, Replica, fleet, free_port, health
 from hitl_support import answering, ok
 from mcp import Client, MCPError
+from process_support import reap
 
 from crew_mcp.simulator import Simulator, serve_simulator
 
@@ -376,14 +377,7 @@ async def _redis_server(stack: AsyncExitStack, workdir: Path, port: int) -> Proc
     with anyio.fail_after(10):
         while not _ledger_redis_answers(port):  # noqa: ASYNC110 - another process
             await anyio.sleep(0.02)
-
-    async def stop() -> None:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-
-    stack.push_async_callback(stop)
+    stack.push_async_callback(reap, process, stop=None)
     return process
 
 

@@ -36,7 +36,7 @@ import pytest
 from anyio.abc import Process
 from hitl_support import ok, service_opener
 from mcp import Client, MCPError, StdioServerParameters
-from process_support import announced_url
+from process_support import announced_url, reap
 
 from crew_mcp.ledger import Ledger, RecordState, RunRecord, open_ledger, utcnow
 from crew_mcp.server import ServiceOpener, build_server
@@ -95,18 +95,6 @@ class HttpServer:
             self.process.kill()
 
 
-async def _reap(process: Process) -> None:
-    """Kill (if still running) and wait for a process we started; never raises, never waits unbounded."""
-    with anyio.CancelScope(shield=True):
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        with anyio.move_on_after(10):
-            await process.wait()
-        with anyio.move_on_after(5):
-            await process.aclose()
-
-
 @contextlib.asynccontextmanager
 async def http_server(env: dict[str, str], log: Path) -> AsyncIterator[HttpServer]:
     """Start ``python -m crew_mcp serve --http --port 0``; it is always killed on exit."""
@@ -119,7 +107,7 @@ async def http_server(env: dict[str, str], log: Path) -> AsyncIterator[HttpServe
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
         yield HttpServer(process, url)
     finally:
-        await _reap(process)
+        await reap(process, stop=None)
 
 
 def stdio_params(env: dict[str, str]) -> StdioServerParameters:

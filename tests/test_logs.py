@@ -25,7 +25,7 @@ import pytest
 from hitl_support import OWNER, service_opener
 from mcp import Client
 from obs_support import spans
-from process_support import announced_url, tail
+from process_support import announced_url, reap, tail
 from sim_support import kickoff
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -218,15 +218,7 @@ async def test_a_served_process_writes_json_lines_with_ids_and_no_secret(tmp_pat
                     assert (await http.get("/metrics")).status_code == 401
                     assert (await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).is_success
         finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGINT)  # a graceful stop: uvicorn logs its shutdown too
-                with anyio.move_on_after(15):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                await process.aclose()
+            await reap(process, stop=signal.SIGINT, grace=15)  # a graceful stop: uvicorn logs its shutdown too
 
     text = stderr.read_text()
     entries = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object

@@ -20,6 +20,7 @@ import anyio
 import httpx2
 import pytest
 from hitl_support import OWNER, loopback_socket, serve_on
+from process_support import reap
 
 from crew_mcp.app import build_app
 from crew_mcp.assembly import open_service
@@ -120,14 +121,7 @@ async def redis_server(port: int, workdir: Path) -> AsyncIterator[None]:
                         break
         yield
     finally:
-        with anyio.CancelScope(shield=True):
-            process.terminate()
-            with anyio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
+        await reap(process)
 
 
 @pytest.mark.redis
