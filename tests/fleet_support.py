@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -43,6 +44,34 @@ def require_haproxy() -> str:
             pytest.fail(f"{reason}; CI must run the fleet tests", pytrace=False)
         pytest.skip(reason)
     return found
+
+
+@asynccontextmanager
+async def redis_server(port: int, workdir: Path, *, persistent: bool = False) -> AsyncIterator[Process]:
+    """A private redis-server on 127.0.0.1:``port``, answering PING, stopped on exit. ``persistent``: it keeps its
+    data across restarts (an append-only file in ``workdir``); else it keeps nothing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/ensure-redis installs it)", pytrace=False)
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--save", ""]
+    argv += ["--appendonly", "yes" if persistent else "no"]
+    process = await anyio.open_process(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with anyio.fail_after(10):
+            while not await _redis_answers(port):  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.02)
+        yield process
+    finally:
+        await reap(process)
+
+
+async def _redis_answers(port: int) -> bool:
+    try:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"PING\r\n")
+            return (await stream.receive()).startswith(b"+PONG")
+    except (OSError, anyio.EndOfStream):
+        return False
 
 
 def haproxy_config(port: int, servers: dict[str, str], timeouts: dict[str, str] | None = None) -> str:

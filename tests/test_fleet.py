@@ -8,9 +8,7 @@ measures them properly for docs/benchmarks.md.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,12 +19,10 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from anyio.abc import Process
-from conftest import _ledger_redis_answers, require_redis
-from fleet_support import Fleet, Replica, fleet, free_port, health
+from conftest import require_redis
+from fleet_support import Fleet, Replica, fleet, free_port, health, redis_server
 from hitl_support import answering, ok
 from mcp import Client, MCPError
-from process_support import reap
 
 from crew_mcp.simulator import Simulator, serve_simulator
 
@@ -367,27 +363,13 @@ async def test_a_2025_wait_the_balancer_cuts_resumes_with_last_event_id_and_gets
     assert primings > posts, primings
 
 
-async def _redis_server(stack: AsyncExitStack, workdir: Path, port: int) -> Process:
-    """A private redis-server on ``port`` that keeps its data across restarts (append-only file in ``workdir``)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (scripts/ensure-redis installs it)", pytrace=False)
-    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--appendonly", "yes"]
-    process = await anyio.open_process([*args, "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with anyio.fail_after(10):
-        while not _ledger_redis_answers(port):  # noqa: ASYNC110 - another process
-            await anyio.sleep(0.02)
-    stack.push_async_callback(reap, process, stop=None)
-    return process
-
-
 async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator, str], tmp_path: Path) -> None:
     simulator, sim_root = sim
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0?prefix=outage:"
     report: list[str] = []
     async with AsyncExitStack() as stack:
-        redis_proc = await _redis_server(stack, tmp_path, port)
+        redis_proc = await stack.enter_async_context(redis_server(port, tmp_path, persistent=True))
         f = await stack.enter_async_context(fleet(tmp_path, url, sim_root, replicas=2, crews=CREWS))
         kickoff_id = await kickoff(f.mcp, "trip_planner", TRIP)
         completed: dict[str, float] = {}
@@ -431,7 +413,7 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
                 await anyio.sleep(1.0)
                 assert completed == {}  # nobody is told "completed" before it is saved
 
-                restarted = await _redis_server(stack, tmp_path, port)
+                restarted = await stack.enter_async_context(redis_server(port, tmp_path, persistent=True))
                 t_up = time.monotonic()
                 report.append(f"outage {t_up - t_down:.2f} s")
             # every waiter finishes once Redis is back, with no restart of any replica

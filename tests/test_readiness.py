@@ -10,7 +10,6 @@ import math
 import os
 import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from fleet_support import redis_server
 from hitl_support import OWNER, loopback_socket, serve_on
-from process_support import reap
 
 from crew_mcp.app import build_app
 from crew_mcp.assembly import open_service
@@ -100,28 +99,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-@asynccontextmanager
-async def redis_server(port: int, workdir: Path) -> AsyncIterator[None]:
-    """A private ``redis-server`` on 127.0.0.1:``port``, no persistence; stopped on exit."""
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = await anyio.open_process(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    stream = await anyio.connect_tcp("127.0.0.1", port)
-                except OSError:
-                    await anyio.sleep(0.05)
-                    continue
-                async with stream:
-                    await stream.send(b"PING\r\n")
-                    if (await stream.receive()).startswith(b"+PONG"):
-                        break
-        yield
-    finally:
-        await reap(process)
 
 
 @pytest.mark.redis
