@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,20 +18,12 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
-from process_support import reap, tail
+from process_support import free_port, reap, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_HAPROXY = ROOT / "manifests" / "haproxy" / "haproxy.cfg"
 MARKER = b"crew-mcp: serving MCP at "
 STATE_KEY = "f" * 64  # a shared request-state key (test value)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (for a server that cannot bind port 0 itself, like HAProxy)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def require_haproxy() -> str:

@@ -1,15 +1,26 @@
-"""Helpers for tests that run real processes: ``crew-mcp serve --http``, redis-server, HAProxy, a provider."""
+"""Helpers for tests that run real processes (``crew-mcp serve --http``, redis-server, HAProxy, a provider) or need a
+loopback port nobody listens on."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 from pathlib import Path
 
 import anyio
 from anyio.abc import Process
 
 MARKER = b"crew-mcp: serving MCP at "
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now: for a server that cannot bind port 0 itself (HAProxy), or a
+    connection that must be refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def tail(log: Path) -> str:

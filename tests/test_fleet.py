@@ -20,9 +20,10 @@ import anyio
 import httpx2
 import pytest
 from conftest import require_redis
-from fleet_support import Fleet, Replica, fleet, free_port, health, redis_server
+from fleet_support import Fleet, Replica, fleet, health, redis_server
 from hitl_support import answering, ok
 from mcp import Client, MCPError
+from process_support import free_port
 
 from crew_mcp.simulator import Simulator, serve_simulator
 

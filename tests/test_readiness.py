@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx2
 import pytest
 from fleet_support import redis_server
 from hitl_support import OWNER, loopback_socket, serve_on
+from process_support import free_port
 
 from crew_mcp.app import build_app
 from crew_mcp.assembly import open_service
@@ -94,13 +94,6 @@ async def test_readyz_fails_while_the_sqlite_file_is_gone_and_recovers_when_it_i
         assert (await readyz_until(http, 200))["status"] == "ready"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.redis
 async def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
@@ -108,7 +101,7 @@ async def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(tmp
         if os.environ.get("CI"):
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    port = _free_port()
+    port = free_port()
     async with app_at(f"redis://127.0.0.1:{port}/0?prefix=crew-mcp-readyz:") as http:
         async with redis_server(port, tmp_path):
             assert (await readyz_until(http, 200))["status"] == "ready"
