@@ -18,11 +18,10 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
-from process_support import free_port, reap, tail
+from process_support import announced_url, free_port, reap, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_HAPROXY = ROOT / "manifests" / "haproxy" / "haproxy.cfg"
-MARKER = b"crew-mcp: serving MCP at "
 STATE_KEY = "f" * 64  # a shared request-state key (test value)
 
 
@@ -122,18 +121,6 @@ class Fleet:
         return value if isinstance(value, str) else None
 
 
-async def _announced(process: Process, log: Path) -> str:
-    assert process.stdout is not None
-    buffer = b""
-    with anyio.fail_after(30):
-        while MARKER not in buffer or b"\n" not in buffer.split(MARKER, 1)[1]:
-            try:
-                buffer += await process.stdout.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise AssertionError(f"crew-mcp exited before serving:\n{tail(log)}") from None
-    return buffer.split(MARKER, 1)[1].split(b"\n", 1)[0].decode().strip().removesuffix("/mcp")
-
-
 async def health(http: httpx2.AsyncClient, root: str) -> dict[str, Any]:
     """GET /healthz (asserts JSON)."""
     r = await http.get(f"{root}/healthz")
@@ -153,7 +140,8 @@ async def start_replica(stack: AsyncExitStack, name: str, env: dict[str, str], w
         stderr=errlog,
     )
     stack.push_async_callback(reap, process, stop=None)
-    root = await _announced(process, log)
+    with anyio.fail_after(30):
+        root = (await announced_url(process, log)).removesuffix("/mcp")
     replica = Replica(name, root, process, log)
     async with httpx2.AsyncClient(timeout=5) as http:
         with anyio.fail_after(30):
