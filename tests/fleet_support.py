@@ -18,6 +18,7 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
+from hitl_support import eventually
 from process_support import announced_url, free_port, reap, tail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,18 +143,16 @@ async def start_replica(stack: AsyncExitStack, name: str, env: dict[str, str], w
     stack.push_async_callback(reap, process, stop=None)
     with anyio.fail_after(30):
         root = (await announced_url(process, log)).removesuffix("/mcp")
-    replica = Replica(name, root, process, log)
     async with httpx2.AsyncClient(timeout=5) as http:
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    body = await health(http, root)
-                    if body["http_status"] == 200:
-                        replica.replica_id = body["replica"]
-                        return replica
-                except httpx2.TransportError:
-                    pass
-                await anyio.sleep(0.05)
+
+        async def answer() -> dict[str, Any]:
+            try:
+                return await health(http, root)
+            except httpx2.TransportError:
+                return {"http_status": None}  # not listening yet
+
+        body = await eventually(answer, lambda b: b["http_status"] == 200, timeout=30)
+    return Replica(name, root, process, log, replica_id=body["replica"])
 
 
 async def start_haproxy(

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
@@ -38,6 +38,7 @@ from crew_mcp.webhooks import webhook_routes
 
 ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}  # the SDK Client's mode → the protocol version it speaks
 MODES = list(ERA)
+_T = TypeVar("_T")
 HOOK_BASE = "http://crew-mcp.test"
 OWNER = "tester"
 
@@ -161,6 +162,17 @@ async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
             if condition():
                 return
             await anyio.sleep(0.01)
+
+
+async def eventually(read: Callable[[], Awaitable[_T]], holds: Callable[[_T], bool], *, timeout: float = 5.0) -> _T:
+    """``await read()`` every 20 ms until ``holds`` is true of what it returned (returned); fail after ``timeout``
+    seconds. :func:`until` for a state only a call can read (a ledger, an HTTP endpoint)."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = await read()
+            if holds(value):
+                return value
+            await anyio.sleep(0.02)
 
 
 async def read_json(client: Client, uri: str) -> Any:

@@ -21,7 +21,7 @@ import httpx2
 import pytest
 from conftest import require_redis
 from fleet_support import Fleet, Replica, fleet, health, redis_server
-from hitl_support import answering, ok
+from hitl_support import answering, eventually, ok
 from mcp import Client, MCPError
 from process_support import free_port
 
@@ -79,12 +79,12 @@ async def kickoff(url: str, crew: str, inputs: dict[str, Any]) -> str:
 async def watching(replicas: list[Replica], waiters: int = 1) -> None:
     """Until at least ``waiters`` callers wait on each replica."""
     async with httpx2.AsyncClient(timeout=5) as http:
-        with anyio.fail_after(20):
-            while True:
-                bodies = [await health(http, r.root) for r in replicas]
-                if all(b.get("waiters", 0) >= waiters for b in bodies):
-                    return
-                await anyio.sleep(0.02)
+
+        async def fewest() -> int:
+            counts: list[int] = [(await health(http, r.root)).get("waiters", 0) for r in replicas]
+            return min(counts)
+
+        await eventually(fewest, lambda n: n >= waiters, timeout=20)
 
 
 def polls_within(seconds: float, initial: float = 0.5, factor: float = 1.5, cap: float = 5.0) -> int:

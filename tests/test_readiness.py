@@ -18,7 +18,7 @@ import anyio
 import httpx2
 import pytest
 from fleet_support import redis_server
-from hitl_support import OWNER, loopback_socket, serve_on
+from hitl_support import OWNER, eventually, loopback_socket, serve_on
 from process_support import free_port
 
 from crew_mcp.app import build_app
@@ -43,13 +43,9 @@ async def app_at(ledger_url: str) -> AsyncIterator[httpx2.AsyncClient]:
 
 async def readyz_until(http: httpx2.AsyncClient, status: int) -> dict[str, Any]:
     """Ask ``/readyz`` until it answers ``status`` (answers are reused for a second); its body."""
-    with anyio.fail_after(15):
-        while True:
-            response = await http.get("/readyz")
-            if response.status_code == status:
-                body: dict[str, Any] = response.json()
-                return body
-            await anyio.sleep(0.05)
+    response = await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == status, timeout=15)
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def test_readyz_is_unavailable_until_the_service_runs() -> None:

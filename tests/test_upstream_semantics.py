@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import pytest
 import sim_support
 import stamina
-from hitl_support import OWNER, Env, documented, in_memory, instant_review_crew, read_json, until
+from hitl_support import OWNER, Env, documented, eventually, in_memory, instant_review_crew, read_json, until
 from mcp import Client
 
 from crew_mcp.adoption import ADOPT_MAX_CREWS, ADOPT_PER_MINUTE
@@ -35,7 +33,6 @@ CREWS = [*builtin_crews(), instant_review_crew()]
 RESEARCH_DOC = documented(next(c for c in builtin_crews() if c.name == "research"))
 MODE = "legacy"
 STATUS_ERROR = "Error executing tool get_status: "
-_T = TypeVar("_T")
 
 
 def not_found_text(kickoff_id: str) -> str:
@@ -44,16 +41,6 @@ def not_found_text(kickoff_id: str) -> str:
         f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you. "
         "Call list_executions to see your runs (kickoff_ids are case-sensitive)."
     )
-
-
-async def eventually(read: Callable[[], Awaitable[_T]], ok: Callable[[_T], bool], timeout: float = 5.0) -> _T:
-    """``read()`` again every 20 ms until ``ok`` holds for what it returns; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await read()
-            if ok(value):
-                return value
-            await anyio.sleep(0.02)
 
 
 def status_reads(sim: Simulator) -> dict[str, int]:
