@@ -7,6 +7,9 @@ Two set-ups:
   receiver, so a pause that only a webhook announces (documented shape) is deterministic too;
 * real sockets: the simulator under uvicorn (``serve_simulator``) and crew-mcp's HTTP app (``build_app``)
   under uvicorn, both on 127.0.0.1 port 0.
+
+It is also the base the other support modules build on (it imports none of them): what any MCP client test needs
+(``ERA``/``MODES``, ``ok``/``refused`` for a tool call, ``read_json`` for a resource, ``until``/``eventually``).
 """
 
 from __future__ import annotations
