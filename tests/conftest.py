@@ -82,8 +82,9 @@ def ledger_redis_url() -> Iterator[str]:
 from collections.abc import AsyncIterator  # noqa: E402
 
 import httpx2  # noqa: E402 - kept inside this block on purpose
+from sim_support import sim_http  # noqa: E402
 
-from crew_mcp.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
+from crew_mcp.simulator import Simulator  # noqa: E402
 
 
 @pytest.fixture
@@ -96,9 +97,7 @@ async def sim() -> AsyncIterator[Simulator]:
 @pytest.fixture
 async def sim_client(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
     """An in-process client of ``sim`` at ``http://sim`` with the right bearer token; a crew's base is ``/{name}``."""
-    transport = httpx2.ASGITransport(app=sim.app)
-    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-    async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=headers) as client:
+    async with sim_http(sim) as client:
         yield client
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,20 +18,12 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
-from process_support import tail
+from hitl_support import eventually
+from process_support import announced_url, free_port, reap, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_HAPROXY = ROOT / "manifests" / "haproxy" / "haproxy.cfg"
-MARKER = b"crew-mcp: serving MCP at "
 STATE_KEY = "f" * 64  # a shared request-state key (test value)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (for a server that cannot bind port 0 itself, like HAProxy)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def require_haproxy() -> str:
@@ -44,6 +35,34 @@ def require_haproxy() -> str:
             pytest.fail(f"{reason}; CI must run the fleet tests", pytrace=False)
         pytest.skip(reason)
     return found
+
+
+@asynccontextmanager
+async def redis_server(port: int, workdir: Path, *, persistent: bool = False) -> AsyncIterator[Process]:
+    """A private redis-server on 127.0.0.1:``port``, answering PING, stopped on exit. ``persistent``: it keeps its
+    data across restarts (an append-only file in ``workdir``); else it keeps nothing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/ensure-redis installs it)", pytrace=False)
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--save", ""]
+    argv += ["--appendonly", "yes" if persistent else "no"]
+    process = await anyio.open_process(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with anyio.fail_after(10):
+            while not await _redis_answers(port):  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.02)
+        yield process
+    finally:
+        await reap(process)
+
+
+async def _redis_answers(port: int) -> bool:
+    try:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"PING\r\n")
+            return (await stream.receive()).startswith(b"+PONG")
+    except (OSError, anyio.EndOfStream):
+        return False
 
 
 def haproxy_config(port: int, servers: dict[str, str], timeouts: dict[str, str] | None = None) -> str:
@@ -103,18 +122,6 @@ class Fleet:
         return value if isinstance(value, str) else None
 
 
-async def _announced(process: Process, log: Path) -> str:
-    assert process.stdout is not None
-    buffer = b""
-    with anyio.fail_after(30):
-        while MARKER not in buffer or b"\n" not in buffer.split(MARKER, 1)[1]:
-            try:
-                buffer += await process.stdout.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise AssertionError(f"crew-mcp exited before serving:\n{tail(log)}") from None
-    return buffer.split(MARKER, 1)[1].split(b"\n", 1)[0].decode().strip().removesuffix("/mcp")
-
-
 async def health(http: httpx2.AsyncClient, root: str) -> dict[str, Any]:
     """GET /healthz (asserts JSON)."""
     r = await http.get(f"{root}/healthz")
@@ -133,28 +140,19 @@ async def start_replica(stack: AsyncExitStack, name: str, env: dict[str, str], w
         cwd=str(workdir),
         stderr=errlog,
     )
-
-    async def stop() -> None:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-        await process.aclose()
-
-    stack.push_async_callback(stop)
-    root = await _announced(process, log)
-    replica = Replica(name, root, process, log)
+    stack.push_async_callback(reap, process, stop=None)
+    with anyio.fail_after(30):
+        root = (await announced_url(process, log)).removesuffix("/mcp")
     async with httpx2.AsyncClient(timeout=5) as http:
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    body = await health(http, root)
-                    if body["http_status"] == 200:
-                        replica.replica_id = body["replica"]
-                        return replica
-                except httpx2.TransportError:
-                    pass
-                await anyio.sleep(0.05)
+
+        async def answer() -> dict[str, Any]:
+            try:
+                return await health(http, root)
+            except httpx2.TransportError:
+                return {"http_status": None}  # not listening yet
+
+        body = await eventually(answer, lambda b: b["http_status"] == 200, timeout=30)
+    return Replica(name, root, process, log, replica_id=body["replica"])
 
 
 async def start_haproxy(
@@ -167,15 +165,7 @@ async def start_haproxy(
     config.write_text(haproxy_config(port, servers, timeouts))
     log = stack.enter_context((workdir / "haproxy.log").open("wb"))
     process = await anyio.open_process([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
-
-    async def stop() -> None:
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-        await process.aclose()
-
-    stack.push_async_callback(stop)
+    stack.push_async_callback(reap, process, stop=None)
     root = f"http://127.0.0.1:{port}"
     seen: set[str] = set()
     async with httpx2.AsyncClient(timeout=5) as http:

@@ -7,16 +7,19 @@ Two set-ups:
   receiver, so a pause that only a webhook announces (documented shape) is deterministic too;
 * real sockets: the simulator under uvicorn (``serve_simulator``) and crew-mcp's HTTP app (``build_app``)
   under uvicorn, both on 127.0.0.1 port 0.
+
+It is also the base the other support modules build on (it imports none of them): what any MCP client test needs
+(``ERA``/``MODES``, ``ok``/``refused`` for a tool call, ``read_json`` for a resource, ``until``/``eventually``).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
@@ -36,7 +39,9 @@ from crew_mcp.settings import Settings
 from crew_mcp.simulator import CrewSpec, Simulator, TaskSpec
 from crew_mcp.webhooks import webhook_routes
 
-MODES = ["auto", "legacy"]  # 2026-07-28 and 2025-11-25
+ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}  # the SDK Client's mode → the protocol version it speaks
+MODES = list(ERA)
+_T = TypeVar("_T")
 HOOK_BASE = "http://crew-mcp.test"
 OWNER = "tester"
 
@@ -162,12 +167,43 @@ async def until(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
             await anyio.sleep(0.01)
 
 
+async def eventually(read: Callable[[], Awaitable[_T]], holds: Callable[[_T], bool], *, timeout: float = 5.0) -> _T:
+    """``await read()`` every 20 ms until ``holds`` is true of what it returned (returned); fail after ``timeout``
+    seconds. :func:`until` for a state only a call can read (a ledger, an HTTP endpoint)."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = await read()
+            if holds(value):
+                return value
+            await anyio.sleep(0.02)
+
+
 async def read_json(client: Client, uri: str) -> Any:
     """A resource's JSON content."""
     result = await client.read_resource(uri)
     content = result.contents[0]
     assert isinstance(content, TextResourceContents), content
     return json.loads(content.text)
+
+
+async def ok(
+    client: Client, tool: str, args: dict[str, Any] | None = None, *, timeout: float | None = 20.0
+) -> dict[str, Any]:
+    """A tool's structured result (the call must succeed and return one) within ``timeout`` seconds (``None``: the
+    caller bounds a long wait itself)."""
+    with anyio.fail_after(timeout):
+        r = await client.call_tool(tool, args or {})
+    assert not r.is_error, r.content
+    assert isinstance(r.structured_content, dict) and r.structured_content, r.content
+    return r.structured_content
+
+
+async def refused(client: Client, tool: str, args: dict[str, Any] | None = None) -> str:
+    """A tool's error sentence (the call must fail as a tool error)."""
+    with anyio.fail_after(20):
+        r = await client.call_tool(tool, args or {})
+    assert r.is_error, r.structured_content
+    return "".join(getattr(c, "text", "") for c in r.content)
 
 
 def answering(action: str, content: dict[str, Any] | None = None, seen: list[str] | None = None) -> Any:

@@ -24,6 +24,7 @@ from hitl_support import loopback_socket, serve_on, service_opener
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oauth_provider import OAuthProvider
+from team_support import ALL_SCOPES, APPROVAL_TOML, TEAM_TOML
 
 from crew_mcp.app import build_app
 from crew_mcp.auth import generate_key, key_config_entry
@@ -50,15 +51,6 @@ SUMMARY = """**{market}** is worth entering in 2027 through grid-operator contra
 |---|---|---|
 | Partner | low | medium |
 | Build | high | low |"""
-
-TEAM_TOML = """
-[auth]
-scopes = ["crew:read", "crew:run", "crew:approve"]
-
-[auth.approval]
-owner = true
-group = "crew-reviewers"
-"""
 
 
 def brief_crew() -> CrewSpec:
@@ -176,8 +168,8 @@ async def serve_inbox(
         for user, groups in (("alice", []), ("bob", []), ("robin", ["crew-reviewers"])):
             key, digest = generate_key()
             keys[user] = key
-            text += key_config_entry(digest, user, ["crew:read", "crew:run", "crew:approve"], groups) + "\n"
-        text += '[auth.approval]\nowner = true\ngroup = "crew-reviewers"\n'
+            text += key_config_entry(digest, user, ALL_SCOPES, groups) + "\n"
+        text += APPROVAL_TOML
     config = tmp_path / "crew-mcp.toml"
     config.write_text(text, encoding="utf-8")
     settings = load_settings(env={**base, **(env or {})}, config_path=str(config))

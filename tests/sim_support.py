@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx2
+from process_support import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crew_mcp.simulator import serve_app
+from crew_mcp.simulator import Simulator, serve_app
+
+
+@asynccontextmanager
+async def sim_http(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
+    """An in-process client of ``sim`` at ``http://sim`` (a crew's base is ``/{name}``), with the simulator's bearer
+    token unless it wants none: the AMP API as the dashboard or a script reaches it. No ASGI lifespan runs: with
+    ``clock="manual"`` none is needed (``advance()`` moves time and delivers webhooks)."""
+    headers = {"Authorization": f"Bearer {sim.token}"} if sim.token is not None else {}
+    transport = httpx2.ASGITransport(app=sim.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=headers) as client:
+        yield client
 
 
 async def kickoff(client: httpx2.AsyncClient, crew: str, inputs: dict[str, str], **extra: Any) -> str:
@@ -70,7 +81,4 @@ async def sink() -> AsyncIterator[tuple[Sink, str]]:
 
 def closed_port_url() -> str:
     """A URL on a loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
+    return f"http://127.0.0.1:{free_port()}/hook"

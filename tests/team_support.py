@@ -9,7 +9,6 @@ OAuth client (the whole authorization-code flow).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,10 +18,9 @@ from typing import Any
 
 import anyio
 import httpx2
-from hitl_support import loopback_socket, serve_on
+from hitl_support import ERA, loopback_socket, serve_on
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import TextResourceContents
 from oauth_provider import MemoryStorage, OAuthProvider, sdk_oauth
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,19 +29,16 @@ from crew_mcp.settings import load_settings
 from crew_mcp.simulator import Simulator
 from crew_mcp.simulator.serve import serve_app
 
-ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
-MODES = list(ERA)
 CREWS = ("research", "trip_planner", "content_pipeline")
 ALL_SCOPES = ["crew:read", "crew:run", "crew:approve"]
 
-TEAM_TOML = """
-[auth]
-scopes = ["crew:read", "crew:run", "crew:approve"]
-
+# Who may approve: the run's owner, or anyone in the reviewers' group.
+APPROVAL_TOML = """
 [auth.approval]
 owner = true
 group = "crew-reviewers"
 """
+TEAM_TOML = '\n[auth]\nscopes = ["crew:read", "crew:run", "crew:approve"]\n' + APPROVAL_TOML
 
 
 @dataclass
@@ -161,29 +156,3 @@ async def serve_team(
         app = build_app(settings, host="127.0.0.1", port=sock.getsockname()[1])
         async with serve_on(app, sock):
             yield Team(root, provider, sim, upstream, crew_token, ledger_path, switch_user=switch_user)
-
-
-async def text_of(client: Client, uri: str) -> dict[str, Any]:
-    """A resource's JSON."""
-    result = await client.read_resource(uri)
-    content = result.contents[0]
-    assert isinstance(content, TextResourceContents), content
-    data: dict[str, Any] = json.loads(content.text)
-    return data
-
-
-async def ok(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A tool's structured result (the call must succeed)."""
-    with anyio.fail_after(20):
-        r = await client.call_tool(tool, args or {})
-    assert not r.is_error, r.content
-    assert isinstance(r.structured_content, dict)
-    return r.structured_content
-
-
-async def refused(client: Client, tool: str, args: dict[str, Any] | None = None) -> str:
-    """A tool's error sentence (the call must fail as a tool error)."""
-    with anyio.fail_after(20):
-        r = await client.call_tool(tool, args or {})
-    assert r.is_error, r.structured_content
-    return "".join(getattr(c, "text", "") for c in r.content)

@@ -20,73 +20,19 @@ from typing import Any
 
 import pytest
 from apps_support import card, connected, ok
+from browser_support import CHROMIUM, LAUNCH_ARGS, ROOT, UI, require_chromium, screenshot_dir
 from hitl_support import loopback_socket, serve_on
+from inbox_support import brief_crew
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from crew_mcp.apps import REVIEW_META_KEY, RUN_CARD_URI
-from crew_mcp.simulator import CrewSpec, InputSpec, TaskSpec
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CREW_MCP_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 HOST_DIR = Path(__file__).parent / "browser"
-ROOT = Path(__file__).parents[1]
-UI = 15_000  # ms: the longest any expectation on the page waits
-
-BRIEF = """## {market}: a brief for {audience}
-
-**Bottom line:** demand grows about *12 % a year*, and two suppliers hold most of the market.
-
-### What we found
-- Prices fell 18 % since 2024 (measured as `cost per kWh`).
-- Grid operators are the main buyers; households follow.
-- Source: [IEA outlook](https://www.iea.org/reports)
-
-### Risks
-1. Lithium supply
-2. Permitting delays"""
-
-SUMMARY = """**{market}** is worth entering in 2027 through grid-operator contracts.
-
-| Option | Cost | Risk |
-|---|---|---|
-| Partner | low | medium |
-| Build | high | low |"""
-
-
-def brief_crew() -> CrewSpec:
-    """Research, a brief a person reviews, and a summary; each task is instant on the simulator's clock."""
-    return CrewSpec(
-        name="market_brief",
-        description="Researches a market and writes a brief; an editor reviews the brief.",
-        inputs=[
-            InputSpec(name="market", description="The market to study"),
-            InputSpec(name="audience", description="Who reads the brief"),
-        ],
-        tasks=[
-            TaskSpec(id="research", agent="Market Researcher", duration=0, output="Sources and figures on {market}."),
-            TaskSpec(id="brief", agent="Analyst", duration=0, human_input=True, output=BRIEF),
-            TaskSpec(id="summary", agent="Editor", duration=0, output=SUMMARY),
-        ],
-    )
-
-
-def screenshot_dir(tmp_path: Path) -> Path:
-    target = os.environ.get("CREW_MCP_SCREENSHOTS")
-    path = (ROOT / target) if target else tmp_path
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def bridge_bundle() -> Path:
@@ -116,8 +62,7 @@ async def browser_page(site: str) -> AsyncIterator[Any]:
     """A Chromium page on the host site; fails the test on any console error or request off the site."""
     from playwright.async_api import async_playwright
 
-    if not os.path.isfile(CHROMIUM):  # noqa: ASYNC240 - one stat before a browser starts
-        pytest.fail(f"{CHROMIUM} is missing: run `make test-browser` (it installs Debian's chromium)", pytrace=False)
+    require_chromium()
     problems: list[str] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)

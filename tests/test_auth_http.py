@@ -16,6 +16,7 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
+from hitl_support import ERA
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
@@ -37,8 +38,6 @@ from crew_mcp.auth import (
 )
 from crew_mcp.auth.config import ApiKeyConfig
 from crew_mcp.errors import ConfigError
-
-ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
 
 
 @dataclass

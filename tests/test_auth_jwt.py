@@ -4,7 +4,6 @@ on rotation, and every way a token must be refused (each logged with its reason,
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from oauth_provider import OAuthProvider, serve_provider
+from process_support import free_port
 
 from crew_mcp.auth import AuthConfig, JWTVerifier, principal_from_token
 
@@ -184,18 +184,12 @@ async def test_metadata_naming_another_issuer_is_not_used(provider: OAuthProvide
     assert provider.jwks_fetches == 0
 
 
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("fault", ["down", "bad_json", "refused"])
 async def test_an_unusable_authorization_server_means_refusal_logged_without_the_token(
     provider: OAuthProvider, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = provider.mint()
-    jwks_url = f"http://127.0.0.1:{closed_port()}/jwks" if fault == "refused" else None
+    jwks_url = f"http://127.0.0.1:{free_port()}/jwks" if fault == "refused" else None
     if fault != "refused":
         provider.fault = fault  # type: ignore[assignment]
     with caplog.at_level(logging.INFO, logger="crew_mcp.auth"):

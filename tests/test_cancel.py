@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import pytest
 import stamina
-from hitl_support import MODES, OWNER, Env, answering, documented, in_memory
+from hitl_support import MODES, OWNER, Env, answering, documented, eventually, in_memory
 
 from crew_mcp.errors import RunNotFoundError
 from crew_mcp.identity import Caller
@@ -221,9 +220,7 @@ async def test_a_stop_the_crew_does_not_answer_in_time_is_sent_and_recorded_when
         env.sim.faults("trip_planner").delay_next(1, seconds=0.6, after_processing=True)
         out = await env.call("cancel_run", {"kickoff_id": kid, "confirm": True})  # answered at the margin
         assert out["result"] == "sent" and out["stopped"] is False and "do not send the stop again" in out["next_step"]
-        with anyio.fail_after(5):
-            while not (await _record(env, kid)).stops:  # noqa: ASYNC110 - the ledger has no change event to await
-                await anyio.sleep(0.05)
+        await eventually(lambda: _record(env, kid), lambda r: bool(r.stops))
         assert [s.result for s in (await _record(env, kid)).stops] == ["stopped"] and _stops(env, "trip_planner") == 1
 
 

@@ -6,13 +6,13 @@ executions it created. Status-path learning is proven by recording every request
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import pytest
 import stamina
+from process_support import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -381,9 +381,7 @@ async def test_one_pooled_connection_serves_many_calls_over_a_real_socket() -> N
 
 
 async def test_refused_connection_is_not_sent_and_a_kickoff_is_retried_then_reported() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # Nothing listens on ``port`` now: every attempt is refused before anything is sent.
     with stamina.set_testing(True, attempts=3):
         async with CrewClient(f"http://127.0.0.1:{port}/c", "t", timeouts=QUICK) as c:

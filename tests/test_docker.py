@@ -17,12 +17,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 import pytest
 from anyio.streams.text import TextReceiveStream
+from hitl_support import ok
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from process_support import announced_url, tail
@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("CREW_MCP_IMAGE", "crew-mcp:dev")
 TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", "age": 35}
+DOCKER_CALL = 30  # s: one tool call into a container (a cold image on a loaded machine)
 TOOLS = {"list_crews", "list_inputs", "kickoff_crew", "get_status", "resume_with_feedback", "list_executions"}
 
 
@@ -75,14 +76,6 @@ async def stdio_container(image: str, *docker_args: str) -> AsyncIterator[Client
         await anyio.run_process(["docker", "rm", "--force", "--volumes", name], check=False)
 
 
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, result.content
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
-
-
 def test_image_runs_as_a_numeric_non_root_user_with_a_healthcheck_and_the_ledger_on_a_volume(image: str) -> None:
     config = json.loads(docker("image", "inspect", image))[0]["Config"]
     assert config["User"] == "10001:10001"  # numeric, so Kubernetes can verify runAsNonRoot
@@ -99,19 +92,21 @@ async def test_stdio_container_lists_tools_and_runs_a_simulated_crew(image: str,
         with anyio.fail_after(30):
             tools = {t.name for t in (await client.list_tools()).tools}
         assert tools >= TOOLS
-        crews = await call(client, "list_crews")
+        crews = await ok(client, "list_crews", timeout=DOCKER_CALL)
         assert crews["simulated"] is True
         assert {"trip_planner", "research"} <= {c["name"] for c in crews["crews"]}
-        run = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
+        run = await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP}, timeout=DOCKER_CALL)
         assert run["kickoff_id"] and run["state"] == "running"
 
 
 async def test_the_ledger_outlives_the_container_on_a_shared_volume(image: str, volume: str) -> None:
     same_owner = ("-v", f"{volume}:/data", "-e", "CREW_MCP_OWNER=docker-test")
     async with stdio_container(image, *same_owner) as first:
-        started = await call(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "tides"}})
+        started = await ok(
+            first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "tides"}}, timeout=DOCKER_CALL
+        )
     async with stdio_container(image, *same_owner) as second:
-        listed = await call(second, "list_executions")
+        listed = await ok(second, "list_executions", timeout=DOCKER_CALL)
     assert started["kickoff_id"] in [r["kickoff_id"] for r in listed["executions"]]
     assert "ledger.db" in docker(
         "run", "--rm", "--network", "none", "-v", f"{volume}:/data", "--entrypoint", "ls", image
@@ -191,5 +186,5 @@ async def test_the_deploy_docs_claude_desktop_snippet_runs_the_image(image: str,
     params = StdioServerParameters(command="docker", args=args, env=env)
     with anyio.fail_after(60):
         async with Client(stdio_client(params), mode="legacy") as client:
-            crews = await call(client, "list_crews")
+            crews = await ok(client, "list_crews", timeout=DOCKER_CALL)
     assert crews["simulated"] is True

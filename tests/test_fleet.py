@@ -8,9 +8,7 @@ measures them properly for docs/benchmarks.md.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,11 +19,11 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from anyio.abc import Process
-from conftest import _ledger_redis_answers, require_redis
-from fleet_support import Fleet, Replica, fleet, free_port, health
-from hitl_support import answering
+from conftest import require_redis
+from fleet_support import Fleet, Replica, fleet, health, redis_server
+from hitl_support import answering, eventually, ok
 from mcp import Client, MCPError
+from process_support import free_port
 
 from crew_mcp.simulator import Simulator, serve_simulator
 
@@ -70,16 +68,9 @@ async def fl(
         yield f
 
 
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await client.call_tool(tool, args)
-    assert not r.is_error, r.content
-    assert isinstance(r.structured_content, dict)
-    return r.structured_content
-
-
 async def kickoff(url: str, crew: str, inputs: dict[str, Any]) -> str:
     async with Client(url) as client:
-        run = await call(client, "kickoff_crew", {"crew": crew, "inputs": inputs})
+        run = await ok(client, "kickoff_crew", {"crew": crew, "inputs": inputs})
     kickoff_id = run["kickoff_id"]
     assert isinstance(kickoff_id, str) and run["state"] == "running"
     return kickoff_id
@@ -88,12 +79,12 @@ async def kickoff(url: str, crew: str, inputs: dict[str, Any]) -> str:
 async def watching(replicas: list[Replica], waiters: int = 1) -> None:
     """Until at least ``waiters`` callers wait on each replica."""
     async with httpx2.AsyncClient(timeout=5) as http:
-        with anyio.fail_after(20):
-            while True:
-                bodies = [await health(http, r.root) for r in replicas]
-                if all(b.get("waiters", 0) >= waiters for b in bodies):
-                    return
-                await anyio.sleep(0.02)
+
+        async def fewest() -> int:
+            counts: list[int] = [(await health(http, r.root)).get("waiters", 0) for r in replicas]
+            return min(counts)
+
+        await eventually(fewest, lambda n: n >= waiters, timeout=20)
 
 
 def polls_within(seconds: float, initial: float = 0.5, factor: float = 1.5, cap: float = 5.0) -> int:
@@ -203,7 +194,7 @@ async def test_any_number_of_watchers_on_three_replicas_make_one_upstream_reques
     holders: set[str | None] = set()
 
     async def watch(client: Client) -> None:
-        seen = await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 3})
+        seen = await ok(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 3})
         assert seen["state"] == "running"
 
     t0 = time.monotonic()
@@ -232,7 +223,7 @@ async def test_any_number_of_watchers_on_three_replicas_make_one_upstream_reques
 async def test_the_balancer_keeps_a_2025_session_on_its_replica(fl: Fleet) -> None:
     async with Client(fl.mcp, mode="legacy") as client:
         for _ in range(6):  # round robin would send 4 of these to replicas that do not know the session (404)
-            crews = await call(client, "list_crews", {})
+            crews = await ok(client, "list_crews", {})
             assert [c["name"] for c in crews["crews"]] == CREWS
 
 
@@ -249,7 +240,7 @@ async def test_an_approval_form_answered_through_the_balancer_unseals_on_the_nex
         # 2026-07-28: the call returns the form with a sealed requestState; the SDK retries with the answer, and the
         # balancer's round robin sends the retry to the next replica, which unseals it with the shared keys (without
         # CREW_MCP_REQUEST_STATE_KEYS this fails: "Invalid or expired requestState").
-        out = await call(client, "resume_with_feedback", {"kickoff_id": kickoff_id})
+        out = await ok(client, "resume_with_feedback", {"kickoff_id": kickoff_id})
     assert forms and out["approve"] is True and out["decided_by"] == "human via elicitation"
 
 
@@ -267,7 +258,9 @@ async def test_kill_9_mid_wait_clients_retry_through_the_balancer_and_another_re
             while True:  # 2026-07-28: any replica serves any call, so a new connection through the balancer will do
                 try:
                     async with Client(f.mcp) as client:
-                        seen = await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20})
+                        seen = await ok(
+                            client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20}, timeout=None
+                        )
                 except Exception:  # the replica died under the call: ask again, the balancer picks a live one
                     retries += 1
                     await anyio.sleep(0.2)
@@ -303,7 +296,7 @@ async def test_kill_9_mid_wait_clients_retry_through_the_balancer_and_another_re
                         async with Client(stopping.mcp, mode=mode) as client:
                             await client.list_tools()  # as hosts do; the result's schema check needs no new request
                             args = {"kickoff_id": kickoff_id, "wait_seconds": 30}
-                            result = await call(client, "get_status", args)
+                            result = await ok(client, "get_status", args, timeout=None)
                     except Exception:
                         if result is None:
                             raise  # the wait itself failed; only closing the session may (the replica is gone)
@@ -329,7 +322,7 @@ async def test_kill_9_mid_wait_clients_retry_through_the_balancer_and_another_re
                 await simulator.advance(10)  # the run completes; the crew webhook reaches the last replica
         assert len(finished) == 6 and retries >= 1
         async with Client(f.mcp) as client:
-            assert (await call(client, "get_status", {"kickoff_id": kickoff_id}))["state"] == "completed"
+            assert (await ok(client, "get_status", {"kickoff_id": kickoff_id}))["state"] == "completed"
         print(
             f"\nkill -9: lease taken over after {takeover:.2f} s (lease 2 s), {retries} client retries; "
             f"SIGTERM: waits ended after {ended:.2f} s, process exited after {exited:.2f} s (grace 3 s)"
@@ -350,7 +343,9 @@ async def test_a_2025_wait_the_balancer_cuts_resumes_with_last_event_id_and_gets
             result: dict[str, Any] = {}
 
             async def wait() -> None:
-                result.update(await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20}))
+                result.update(
+                    await ok(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20}, timeout=None)
+                )
 
             with anyio.fail_after(30):
                 tg.start_soon(wait)
@@ -369,34 +364,13 @@ async def test_a_2025_wait_the_balancer_cuts_resumes_with_last_event_id_and_gets
     assert primings > posts, primings
 
 
-async def _redis_server(stack: AsyncExitStack, workdir: Path, port: int) -> Process:
-    """A private redis-server on ``port`` that keeps its data across restarts (append-only file in ``workdir``)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (scripts/ensure-redis installs it)", pytrace=False)
-    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--appendonly", "yes"]
-    process = await anyio.open_process([*args, "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with anyio.fail_after(10):
-        while not _ledger_redis_answers(port):  # noqa: ASYNC110 - another process
-            await anyio.sleep(0.02)
-
-    async def stop() -> None:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-
-    stack.push_async_callback(stop)
-    return process
-
-
 async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator, str], tmp_path: Path) -> None:
     simulator, sim_root = sim
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0?prefix=outage:"
     report: list[str] = []
     async with AsyncExitStack() as stack:
-        redis_proc = await _redis_server(stack, tmp_path, port)
+        redis_proc = await stack.enter_async_context(redis_server(port, tmp_path, persistent=True))
         f = await stack.enter_async_context(fleet(tmp_path, url, sim_root, replicas=2, crews=CREWS))
         kickoff_id = await kickoff(f.mcp, "trip_planner", TRIP)
         completed: dict[str, float] = {}
@@ -405,7 +379,9 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
             while True:
                 try:
                     async with Client(replica.mcp) as client:
-                        seen = await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20})
+                        seen = await ok(
+                            client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 20}, timeout=None
+                        )
                 except Exception:
                     await anyio.sleep(0.2)
                     continue
@@ -415,7 +391,7 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
 
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg, Client(f.replicas[0].mcp) as r1:
-                await call(r1, "get_status", {"kickoff_id": kickoff_id})  # r1 now holds the running record
+                await ok(r1, "get_status", {"kickoff_id": kickoff_id})  # r1 now holds the running record
                 for replica in f.replicas:
                     tg.start_soon(follow, replica)
                 await watching(f.replicas)
@@ -424,7 +400,7 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
                 await redis_proc.wait()
                 t_down = time.monotonic()
                 # A running run this replica holds in memory is still answered (the crew is read; nothing to save).
-                during = await call(r1, "get_status", {"kickoff_id": kickoff_id})
+                during = await ok(r1, "get_status", {"kickoff_id": kickoff_id})
                 assert during["state"] == "running"
                 # Starting a run needs the ledger: refused with a clear error, never a traceback.
                 with pytest.raises(MCPError) as refused:
@@ -438,7 +414,7 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
                 await anyio.sleep(1.0)
                 assert completed == {}  # nobody is told "completed" before it is saved
 
-                restarted = await _redis_server(stack, tmp_path, port)
+                restarted = await stack.enter_async_context(redis_server(port, tmp_path, persistent=True))
                 t_up = time.monotonic()
                 report.append(f"outage {t_up - t_down:.2f} s")
             # every waiter finishes once Redis is back, with no restart of any replica
@@ -446,8 +422,8 @@ async def test_redis_going_away_and_coming_back_as_measured(sim: tuple[Simulator
                 report.append(f"{name}: completed {at - t_up:.2f} s after Redis came back")
         assert sorted(completed) == [r.name for r in f.replicas]
         async with Client(f.mcp) as client:
-            again = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
+            again = await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
             assert again["state"] == "running"
-            assert (await call(client, "get_status", {"kickoff_id": kickoff_id}))["state"] == "completed"
+            assert (await ok(client, "get_status", {"kickoff_id": kickoff_id}))["state"] == "completed"
         assert restarted.returncode is None
     print("\nRedis outage: " + "; ".join(report))

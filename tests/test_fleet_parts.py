@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 import redis.asyncio
-from fleet_support import free_port
 from hitl_support import OWNER, in_memory
 from mcp.types import JSONRPCNotification, JSONRPCResponse
+from process_support import free_port
 
 from crew_mcp.errors import ConfigError
 from crew_mcp.fleet import Fleet, build_fleet

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 import pytest
 import uvicorn
+from hitl_support import ERA, ok
 from mcp import Client
 
 from crew_mcp.app import build_app
@@ -22,7 +22,6 @@ from crew_mcp.settings import Settings, load_settings
 from crew_mcp.simulator import Simulator, serve_simulator
 
 TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", "age": 35}
-ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
 
 
 @asynccontextmanager
@@ -58,14 +57,6 @@ class Stack:
                 yield client
 
 
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        r = await client.call_tool(tool, args or {})
-    assert not r.is_error, r.content
-    assert isinstance(r.structured_content, dict)
-    return r.structured_content
-
-
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """The simulator (manual clock) and crew-mcp over HTTP, configured by a TOML file like a deployment."""
@@ -98,19 +89,19 @@ async def test_healthz_answers_200_once_the_service_runs(stack: Stack) -> None:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_http_lists_kicks_off_and_follows_a_run_to_completion(stack: Stack, mode: str) -> None:
     async with stack.client(mode) as client:
-        crews = await call(client, "list_crews")
+        crews = await ok(client, "list_crews")
         assert [c["name"] for c in crews["crews"]] == ["trip_planner", "research"] and crews["simulated"] is False
-        inputs = await call(client, "list_inputs", {"crew": "trip_planner"})
+        inputs = await ok(client, "list_inputs", {"crew": "trip_planner"})
         assert [i["name"] for i in inputs["inputs"]] == ["budget", "interests", "duration", "age"]
 
         with anyio.fail_after(15):
             bad = await client.call_tool("kickoff_crew", {"crew": "nope", "inputs": TRIP})
         assert bad.is_error and "Unknown crew 'nope'" in "".join(getattr(c, "text", "") for c in bad.content)
 
-        run = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
+        run = await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
         assert run["state"] == "running"
         await stack.sim.advance(10)
-        done = await call(client, "get_status", {"kickoff_id": run["kickoff_id"]})
+        done = await ok(client, "get_status", {"kickoff_id": run["kickoff_id"]})
         assert done["state"] == "completed"
         assert done["output"]["json"]["budget"] == "1000 USD"
         assert stack.sim.count("trip_planner", "POST", "/kickoff") == 1
@@ -118,25 +109,25 @@ async def test_http_lists_kicks_off_and_follows_a_run_to_completion(stack: Stack
 
 async def test_legacy_http_session_id_is_the_conversation_of_runs_started_without_one(stack: Stack) -> None:
     async with stack.client("legacy") as first, stack.client("legacy") as second:
-        mine = await call(second, "kickoff_crew", {"crew": "research", "inputs": {"topic": "mine"}})
-        theirs = await call(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "theirs"}})
+        mine = await ok(second, "kickoff_crew", {"crew": "research", "inputs": {"topic": "mine"}})
+        theirs = await ok(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "theirs"}})
         assert mine["conversation_id"].startswith("session:")
         assert theirs["conversation_id"].startswith("session:")
         assert mine["conversation_id"] != theirs["conversation_id"]
 
         # The other session's run is newer, yet get_status() without an id follows this session's conversation.
-        assert (await call(second, "get_status"))["kickoff_id"] == mine["kickoff_id"]
-        assert (await call(first, "get_status"))["kickoff_id"] == theirs["kickoff_id"]
+        assert (await ok(second, "get_status"))["kickoff_id"] == mine["kickoff_id"]
+        assert (await ok(first, "get_status"))["kickoff_id"] == theirs["kickoff_id"]
         # Passing the other conversation's id explicitly reaches it (same owner).
-        other = await call(second, "get_status", {"conversation_id": theirs["conversation_id"]})
+        other = await ok(second, "get_status", {"conversation_id": theirs["conversation_id"]})
         assert other["kickoff_id"] == theirs["kickoff_id"]
-        listed = await call(second, "list_executions", {"conversation_id": mine["conversation_id"]})
+        listed = await ok(second, "list_executions", {"conversation_id": mine["conversation_id"]})
         assert [r["kickoff_id"] for r in listed["executions"]] == [mine["kickoff_id"]]
 
 
 async def test_a_new_legacy_session_without_runs_does_not_see_another_sessions_run(stack: Stack) -> None:
     async with stack.client("legacy") as first, stack.client("legacy") as second:
-        await call(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "theirs"}})
+        await ok(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "theirs"}})
         with anyio.fail_after(15):
             r = await second.call_tool("get_status", {})
         assert r.is_error
@@ -145,14 +136,14 @@ async def test_a_new_legacy_session_without_runs_does_not_see_another_sessions_r
 
 async def test_modern_requests_without_a_session_share_the_default_conversation(stack: Stack) -> None:
     async with stack.client("auto") as first, stack.client("auto") as second:
-        run = await call(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}})
+        run = await ok(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}})
         assert run["conversation_id"] == "default"
-        assert (await call(second, "get_status"))["kickoff_id"] == run["kickoff_id"]
-        scoped = await call(
+        assert (await ok(second, "get_status"))["kickoff_id"] == run["kickoff_id"]
+        scoped = await ok(
             second, "kickoff_crew", {"crew": "research", "inputs": {"topic": "y"}, "conversation_id": "t1"}
         )
-        assert (await call(first, "get_status"))["kickoff_id"] == run["kickoff_id"]
-        assert (await call(first, "get_status", {"conversation_id": "t1"}))["kickoff_id"] == scoped["kickoff_id"]
+        assert (await ok(first, "get_status"))["kickoff_id"] == run["kickoff_id"]
+        assert (await ok(first, "get_status", {"conversation_id": "t1"}))["kickoff_id"] == scoped["kickoff_id"]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::"])

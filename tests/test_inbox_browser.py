@@ -7,13 +7,13 @@ Opt-in (marker ``browser``, ``make test-browser``: Debian's chromium driven by P
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import CHROMIUM, LAUNCH_ARGS, UI, require_chromium, screenshot_dir
 from hitl_support import loopback_socket, serve_on
 from inbox_support import Deployment, serve_inbox
 from oauth_provider import OAuthProvider
@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from test_apps_browser import CHROMIUM, LAUNCH_ARGS, UI, screenshot_dir
 
 pytestmark = pytest.mark.browser
 
@@ -63,8 +62,7 @@ class Browser:
 async def chromium(*allowed: str) -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
 
-    if not os.path.isfile(CHROMIUM):  # noqa: ASYNC240 - one stat before a browser starts
-        pytest.fail(f"{CHROMIUM} is missing: run `make test-browser` (it installs Debian's chromium)", pytrace=False)
+    require_chromium()
     async with async_playwright() as pw:
         launched = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         browser = Browser(launched, allowed)

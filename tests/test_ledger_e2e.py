@@ -34,9 +34,9 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import Process
-from hitl_support import service_opener
+from hitl_support import ok, service_opener
 from mcp import Client, MCPError, StdioServerParameters
-from process_support import announced_url
+from process_support import announced_url, reap
 
 from crew_mcp.ledger import Ledger, RecordState, RunRecord, open_ledger, utcnow
 from crew_mcp.server import ServiceOpener, build_server
@@ -95,18 +95,6 @@ class HttpServer:
             self.process.kill()
 
 
-async def _reap(process: Process) -> None:
-    """Kill (if still running) and wait for a process we started; never raises, never waits unbounded."""
-    with anyio.CancelScope(shield=True):
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        with anyio.move_on_after(10):
-            await process.wait()
-        with anyio.move_on_after(5):
-            await process.aclose()
-
-
 @contextlib.asynccontextmanager
 async def http_server(env: dict[str, str], log: Path) -> AsyncIterator[HttpServer]:
     """Start ``python -m crew_mcp serve --http --port 0``; it is always killed on exit."""
@@ -119,7 +107,7 @@ async def http_server(env: dict[str, str], log: Path) -> AsyncIterator[HttpServe
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
         yield HttpServer(process, url)
     finally:
-        await _reap(process)
+        await reap(process, stop=None)
 
 
 def stdio_params(env: dict[str, str]) -> StdioServerParameters:
@@ -128,16 +116,6 @@ def stdio_params(env: dict[str, str]) -> StdioServerParameters:
 
 def text_of(result: Any) -> str:
     return "".join(getattr(c, "text", "") for c in result.content)
-
-
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A tool call that must succeed; its structured result."""
-    with anyio.fail_after(CALL_TIMEOUT):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, text_of(result)
-    view: dict[str, Any] | None = result.structured_content
-    assert view is not None
-    return view
 
 
 async def refusal(client: Client, tool: str, args: dict[str, Any]) -> str:
@@ -313,7 +291,7 @@ async def test_kill_9_mid_kickoff_never_loses_a_confirmed_kickoff_id_and_leaves_
     async with http_server(env, log) as server, Client(server.url) as client:
         listed: dict[str, dict[str, Any]] = {}
         for conversation in CONVERSATIONS:
-            page = await call(client, "list_executions", {"conversation_id": conversation, "limit": 200})
+            page = await ok(client, "list_executions", {"conversation_id": conversation, "limit": 200})
             assert page["count"] < 200
             for run in page["executions"]:
                 assert run["conversation_id"] == conversation
@@ -377,20 +355,20 @@ async def test_a_restarted_server_serves_the_conversations_finished_run_from_the
     log = tmp_path / "crew-mcp.log"
 
     async with http_server(env, log) as first, Client(first.url) as client:
-        seen = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP, "conversation_id": "trip"})
-        unseen = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP, "conversation_id": "solo"})
+        seen = await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP, "conversation_id": "trip"})
+        unseen = await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP, "conversation_id": "solo"})
         with anyio.fail_after(CALL_TIMEOUT):
             await sim.advance(30)
-        done = await call(client, "get_status", {"kickoff_id": seen["kickoff_id"]})
+        done = await ok(client, "get_status", {"kickoff_id": seen["kickoff_id"]})
         assert done["state"] == "completed" and done["output"]["text"]
     # (the run "unseen" finished upstream while crew-mcp never looked)
 
     async with http_server(env, log) as second, Client(second.url) as client:
         before = status_requests(sim, "trip_planner")
-        latest = await call(client, "get_status", {"conversation_id": "trip"})
+        latest = await ok(client, "get_status", {"conversation_id": "trip"})
         assert latest["kickoff_id"] == seen["kickoff_id"] and latest["state"] == "completed"
         assert latest["from_ledger"] is True and latest["output"] == done["output"]
-        listed = await call(client, "list_executions", {"conversation_id": "trip"})
+        listed = await ok(client, "list_executions", {"conversation_id": "trip"})
         assert [r["kickoff_id"] for r in listed["executions"]] == [seen["kickoff_id"]]
         assert listed["executions"][0]["state"] == "completed" and listed["executions"][0]["output"] == done["output"]
         resource = await client.read_resource("crew://conversations/trip")
@@ -398,11 +376,11 @@ async def test_a_restarted_server_serves_the_conversations_finished_run_from_the
         assert status_requests(sim, "trip_planner") == before, "a finished run was re-read upstream"
 
         # A run that finished while nobody looked is read upstream once, then served from the ledger.
-        fresh = await call(client, "get_status", {"conversation_id": "solo"})
+        fresh = await ok(client, "get_status", {"conversation_id": "solo"})
         assert fresh["kickoff_id"] == unseen["kickoff_id"] and fresh["state"] == "completed"
         after_fetch = status_requests(sim, "trip_planner")
         assert after_fetch > before
-        again = await call(client, "get_status", {"conversation_id": "solo"})
+        again = await ok(client, "get_status", {"conversation_id": "solo"})
         assert again["from_ledger"] is True and again["output"] == fresh["output"]
         assert status_requests(sim, "trip_planner") == after_fetch
 
@@ -410,8 +388,8 @@ async def test_a_restarted_server_serves_the_conversations_finished_run_from_the
     before = status_requests(sim, "trip_planner")
     with anyio.fail_after(SPAWN_TIMEOUT):
         async with Client(stdio_params(env)) as client:
-            latest = await call(client, "get_status", {"conversation_id": "trip"})
-            listed = await call(client, "list_executions", {})
+            latest = await ok(client, "get_status", {"conversation_id": "trip"})
+            listed = await ok(client, "list_executions", {})
     assert latest["kickoff_id"] == seen["kickoff_id"] and latest["from_ledger"] is True
     assert latest["output"] == done["output"]
     assert {r["kickoff_id"] for r in listed["executions"]} == {seen["kickoff_id"], unseen["kickoff_id"]}
@@ -423,17 +401,17 @@ async def test_a_restarted_server_serves_the_conversations_finished_run_from_the
 
 async def _replicas_share_runs(sim: Simulator, a: Client, b: Client) -> None:
     """A run started through ``a`` is listed and followed through ``b``; ``a`` then serves its end from the ledger."""
-    run = await call(a, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP, "conversation_id": "shared"})
-    listed = await call(b, "list_executions", {"conversation_id": "shared"})
+    run = await ok(a, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP, "conversation_id": "shared"})
+    listed = await ok(b, "list_executions", {"conversation_id": "shared"})
     assert [r["kickoff_id"] for r in listed["executions"]] == [run["kickoff_id"]]
-    running = await call(b, "get_status", {"kickoff_id": run["kickoff_id"]})
+    running = await ok(b, "get_status", {"kickoff_id": run["kickoff_id"]})
     assert running["state"] == "running" and running["request_id"] == run["request_id"]
     with anyio.fail_after(CALL_TIMEOUT):
         await sim.advance(30)
-    done = await call(b, "get_status", {"conversation_id": "shared"})
+    done = await ok(b, "get_status", {"conversation_id": "shared"})
     assert done["kickoff_id"] == run["kickoff_id"] and done["state"] == "completed"
     before = status_requests(sim, "trip_planner")
-    from_a = await call(a, "get_status", {"kickoff_id": run["kickoff_id"]})
+    from_a = await ok(a, "get_status", {"kickoff_id": run["kickoff_id"]})
     assert from_a["state"] == "completed" and from_a["from_ledger"] is True and from_a["output"] == done["output"]
     assert status_requests(sim, "trip_planner") == before
 
@@ -486,17 +464,17 @@ async def test_an_owner_never_sees_or_reads_another_owners_runs_and_the_refusal_
             for owner in ("alice", "bob")
         }
         async with Client(servers["alice"]) as alice, Client(servers["bob"]) as bob:
-            run = await call(
+            run = await ok(
                 alice, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}, "conversation_id": "c"}
             )
             kid = run["kickoff_id"]
             await sim.advance(5)  # research now waits for a human review
-            assert (await call(alice, "get_status", {"kickoff_id": kid}))["state"] == "waiting_for_human"
-            assert (await call(alice, "list_pending_approvals"))["approvals"]
+            assert (await ok(alice, "get_status", {"kickoff_id": kid}))["state"] == "waiting_for_human"
+            assert (await ok(alice, "list_pending_approvals"))["approvals"]
 
-            assert (await call(bob, "list_executions"))["executions"] == []
-            assert (await call(bob, "list_executions", {"conversation_id": "c"}))["executions"] == []
-            assert (await call(bob, "list_pending_approvals"))["approvals"] == []
+            assert (await ok(bob, "list_executions"))["executions"] == []
+            assert (await ok(bob, "list_executions", {"conversation_id": "c"}))["executions"] == []
+            assert (await ok(bob, "list_pending_approvals"))["approvals"] == []
             assert "no runs yet" in await refusal(bob, "get_status", {"conversation_id": "c"})
 
             # Bob asking for alice's run reads exactly like asking for a run that never existed.
@@ -516,7 +494,7 @@ async def test_an_owner_never_sees_or_reads_another_owners_runs_and_the_refusal_
             assert kid not in getattr(conversation.contents[0], "text", "")
 
             # Nothing bob did touched alice's run.
-            still = await call(alice, "get_status", {"kickoff_id": kid})
+            still = await ok(alice, "get_status", {"kickoff_id": kid})
             assert still["state"] == "waiting_for_human" and still["decisions"] == []
 
 
@@ -581,21 +559,21 @@ async def test_background_retention_prunes_old_records_while_tool_calls_proceed(
                 await gate.started.wait()
             # The first prune is stuck: tool calls, reads and writes alike, go on regardless.
             t0 = time.monotonic()
-            run = await call(
+            run = await ok(
                 client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}, "conversation_id": "new"}
             )
-            assert (await call(client, "get_status", {"kickoff_id": run["kickoff_id"]}))["state"] == "running"
-            assert (await call(client, "list_executions", {"conversation_id": "old", "limit": 5}))["count"] == 5
+            assert (await ok(client, "get_status", {"kickoff_id": run["kickoff_id"]}))["state"] == "running"
+            assert (await ok(client, "list_executions", {"conversation_id": "old", "limit": 5}))["count"] == 5
             assert time.monotonic() - t0 < 5
             assert gate.prunes == 0
 
             gate.gate.set()
             with anyio.fail_after(10):
                 while gate.prunes < 3:  # it runs again every interval, while calls keep coming
-                    listed = await call(client, "list_executions", {"conversation_id": "new"})
+                    listed = await ok(client, "list_executions", {"conversation_id": "new"})
                     assert [r["kickoff_id"] for r in listed["executions"]] == [run["kickoff_id"]]
                     await anyio.sleep(0.01)
-            assert (await call(client, "list_executions", {"conversation_id": "old"}))["count"] == 0
+            assert (await ok(client, "list_executions", {"conversation_id": "old"}))["count"] == 0
             assert gate.removed == 300
     assert load_settings(env={"CREW_MCP_RETENTION_INTERVAL": "60"}).retention_interval_seconds == 60
 
@@ -609,11 +587,11 @@ async def test_keep_input_values_false_stores_only_input_names_for_every_kickoff
     async with Simulator(clock="manual") as sim:
         mcp = build_server(settings, opener=in_process(sim, url))
         async with Client(mcp) as client:
-            generic = await call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
-            typed = await call(client, "run_trip_planner", TRIP)
-            listed = await call(client, "list_executions")
+            generic = await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP})
+            typed = await ok(client, "run_trip_planner", TRIP)
+            listed = await ok(client, "list_executions")
             assert len(listed["executions"]) == 2
-            assert "900 EUR" not in str(listed) and "900 EUR" not in str(await call(client, "get_status"))
+            assert "900 EUR" not in str(listed) and "900 EUR" not in str(await ok(client, "get_status"))
     assert load_settings(env={"CREW_MCP_KEEP_INPUT_VALUES": "false"}).keep_input_values is False
 
     records = {r.kickoff_id: r for r in raw_records(tmp_path / "ledger.db")}

@@ -25,8 +25,8 @@ import pytest
 from hitl_support import OWNER, service_opener
 from mcp import Client
 from obs_support import spans
-from process_support import announced_url, tail
-from sim_support import kickoff
+from process_support import announced_url, reap, tail
+from sim_support import kickoff, sim_http
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -35,7 +35,7 @@ from crew_mcp.logs import ID_FIELDS, SecretScrubber, bound, build_handler
 from crew_mcp.redact import RedactingFilter, Redactor, install_log_redaction
 from crew_mcp.server import build_server
 from crew_mcp.settings import Settings
-from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, serve_simulator
+from crew_mcp.simulator import Simulator, serve_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 CREW_TOKEN = "crew-token-5f0c1e9a7b3d"
@@ -186,14 +186,14 @@ async def test_the_simulators_webhook_failures_are_logged_without_the_webhook_se
         return JSONResponse({"error": "down"}, status_code=500)
 
     receiver = Starlette(routes=[Route("/webhooks/{secret}/{kind}", broken, methods=["POST"])])
-    async with Simulator(clock="manual", webhook_transport=httpx2.ASGITransport(app=receiver)) as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=headers) as http:
-            base = f"http://crew-mcp.test/webhooks/{secret}"
-            await kickoff(http, "research", {"topic": "tides"}, stepWebhookUrl=f"{base}/step")
-            with captured() as out:
-                await sim.advance(5)
+    async with (
+        Simulator(clock="manual", webhook_transport=httpx2.ASGITransport(app=receiver)) as sim,
+        sim_http(sim) as http,
+    ):
+        base = f"http://crew-mcp.test/webhooks/{secret}"
+        await kickoff(http, "research", {"topic": "tides"}, stepWebhookUrl=f"{base}/step")
+        with captured() as out:
+            await sim.advance(5)
     entries = lines(out)
     failures = [e for e in entries if "answered HTTP 500" in e["message"]]
     assert failures and sim.webhook_log and all(d.status_code == 500 for d in sim.webhook_log)
@@ -238,15 +238,7 @@ async def test_a_served_process_writes_json_lines_with_ids_and_no_secret(tmp_pat
                     assert (await http.get("/metrics")).status_code == 401
                     assert (await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).is_success
         finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGINT)  # a graceful stop: uvicorn logs its shutdown too
-                with anyio.move_on_after(15):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                await process.aclose()
+            await reap(process, stop=signal.SIGINT, grace=15)  # a graceful stop: uvicorn logs its shutdown too
 
     text = stderr.read_text()
     entries = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from hitl_support import OWNER, instant_review_crew, loopback_socket, serve_on, service_opener
+from hitl_support import OWNER, eventually, instant_review_crew, loopback_socket, serve_on, service_opener
 from mcp import Client, MCPError
 from obs_support import samples, total, value
 from pydantic import SecretStr
@@ -178,12 +178,7 @@ async def test_waits_in_progress_and_watched_runs_show_a_wait_while_it_lasts() -
         run = await s.call("kickoff_crew", {"crew": "research", "inputs": {"topic": "tides"}})
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.call, "get_status", {"kickoff_id": run["kickoff_id"], "wait_seconds": 30})
-            with anyio.fail_after(10):
-                while True:
-                    m = await s.scrape()
-                    if value(m, "crew_mcp_waits_in_progress") == 1:
-                        break
-                    await anyio.sleep(0.02)
+            m = await eventually(s.scrape, lambda m: value(m, "crew_mcp_waits_in_progress") == 1, timeout=10)
             assert value(m, "crew_mcp_watched_runs") == 1
             await s.sim.advance(30)  # the research crew pauses for review: the wait ends
         after = await s.scrape()

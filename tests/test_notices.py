@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 import sim_support
 import stamina
@@ -40,7 +39,7 @@ from crew_mcp.models import PendingHumanInput
 from crew_mcp.notices import ReviewNotice, slack_message, verify
 from crew_mcp.service import CrewService
 from crew_mcp.settings import Settings, load_settings
-from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, builtin_crews, serve_app
+from crew_mcp.simulator import Simulator, builtin_crews, serve_app
 
 SECRET = "notice-secret-0123456789abcdef"
 PUBLIC = "https://crew.example.com"
@@ -153,9 +152,7 @@ async def test_one_signed_notice_per_pause_and_a_new_one_when_a_rejected_task_pa
 
 async def test_a_run_started_outside_and_found_waiting_when_adopted_gets_its_notice() -> None:
     async with receiver() as (rx, root), in_memory("auto", settings_for(root), clock=ManualClock()) as env:
-        transport = httpx2.ASGITransport(app=env.sim.app)
-        headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=headers) as dashboard:
+        async with sim_support.sim_http(env.sim) as dashboard:
             kid = await sim_support.kickoff(dashboard, "research", {"topic": "tides"})  # as the AMP dashboard would
         await env.sim.advance(3600)
         run = await env.call("get_status", {"kickoff_id": kid})  # the first crew-mcp hears of it: adopted, waiting

@@ -18,8 +18,10 @@ import anyio
 import httpx2
 import pytest
 from anyio.abc import Process
+from hitl_support import MODES, ok, refused
 from oauth_provider import MemoryStorage
-from team_support import MODES, ok, refused, serve_team
+from process_support import reap
+from team_support import serve_team
 
 pytestmark = pytest.mark.oidc
 
@@ -54,10 +56,7 @@ async def oidc_issuer(tmp_path: Path) -> AsyncIterator[str]:
             yield await _issuer(process)
     finally:
         print(log.read_text(errors="replace"))
-        process.terminate()
-        with anyio.move_on_after(10):
-            await process.wait()
-        await process.aclose()
+        await reap(process)
 
 
 def login_as(issuer: str) -> Callable[[str], Awaitable[None]]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +17,9 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from hitl_support import OWNER, loopback_socket, serve_on
+from fleet_support import redis_server
+from hitl_support import OWNER, eventually, loopback_socket, serve_on
+from process_support import free_port
 
 from crew_mcp.app import build_app
 from crew_mcp.assembly import open_service
@@ -43,13 +43,9 @@ async def app_at(ledger_url: str) -> AsyncIterator[httpx2.AsyncClient]:
 
 async def readyz_until(http: httpx2.AsyncClient, status: int) -> dict[str, Any]:
     """Ask ``/readyz`` until it answers ``status`` (answers are reused for a second); its body."""
-    with anyio.fail_after(15):
-        while True:
-            response = await http.get("/readyz")
-            if response.status_code == status:
-                body: dict[str, Any] = response.json()
-                return body
-            await anyio.sleep(0.05)
+    response = await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == status, timeout=15)
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def test_readyz_is_unavailable_until_the_service_runs() -> None:
@@ -94,42 +90,6 @@ async def test_readyz_fails_while_the_sqlite_file_is_gone_and_recovers_when_it_i
         assert (await readyz_until(http, 200))["status"] == "ready"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@asynccontextmanager
-async def redis_server(port: int, workdir: Path) -> AsyncIterator[None]:
-    """A private ``redis-server`` on 127.0.0.1:``port``, no persistence; stopped on exit."""
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = await anyio.open_process(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    stream = await anyio.connect_tcp("127.0.0.1", port)
-                except OSError:
-                    await anyio.sleep(0.05)
-                    continue
-                async with stream:
-                    await stream.send(b"PING\r\n")
-                    if (await stream.receive()).startswith(b"+PONG"):
-                        break
-        yield
-    finally:
-        with anyio.CancelScope(shield=True):
-            process.terminate()
-            with anyio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
-
-
 @pytest.mark.redis
 async def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
@@ -137,7 +97,7 @@ async def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(tmp
         if os.environ.get("CI"):
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    port = _free_port()
+    port = free_port()
     async with app_at(f"redis://127.0.0.1:{port}/0?prefix=crew-mcp-readyz:") as http:
         async with redis_server(port, tmp_path):
             assert (await readyz_until(http, 200))["status"] == "ready"

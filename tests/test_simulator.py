@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from sim_support import closed_port_url, kickoff, resume, sink, status
+from sim_support import closed_port_url, kickoff, resume, sim_http, sink, status
 
 from crew_mcp.errors import ConfigError, UsageError
 from crew_mcp.models import ExecutionState
@@ -143,13 +143,11 @@ async def test_failure(sim: Simulator, sim_client: httpx2.AsyncClient) -> None:
 
 async def test_time_scale_and_zero_duration_tasks() -> None:
     crew = CrewSpec(name="quick", tasks=[TaskSpec(id="a", agent="A", duration=0), TaskSpec(id="b", agent="B")])
-    async with Simulator([crew], clock="manual", time_scale=0.5, token=None) as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
-            kid = await kickoff(client, "quick", {})
-            assert (await status(client, "quick", kid))["progress"]["completed"] == 1
-            await sim.advance(1.0)  # 2.0 simulated seconds * 0.5
-            assert (await status(client, "quick", kid))["state"] == "SUCCESS"
+    async with Simulator([crew], clock="manual", time_scale=0.5, token=None) as sim, sim_http(sim) as client:
+        kid = await kickoff(client, "quick", {})
+        assert (await status(client, "quick", kid))["progress"]["completed"] == 1
+        await sim.advance(1.0)  # 2.0 simulated seconds * 0.5
+        assert (await status(client, "quick", kid))["state"] == "SUCCESS"
 
 
 # ------------------------------------------------------------------------------- errors and routes
@@ -208,11 +206,9 @@ async def test_error_bodies(sim: Simulator, sim_client: httpx2.AsyncClient) -> N
 
 
 async def test_token_none_disables_auth() -> None:
-    async with Simulator(clock="manual", token=None) as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
-            response = await client.get("/trip_planner/inputs")
-            assert response.json() == {"inputs": ["budget", "interests", "duration", "age"]}
+    async with Simulator(clock="manual", token=None) as sim, sim_http(sim) as client:
+        response = await client.get("/trip_planner/inputs")
+        assert response.json() == {"inputs": ["budget", "interests", "duration", "age"]}
 
 
 @pytest.mark.parametrize(
@@ -223,56 +219,52 @@ async def test_status_paths(status_path: str, new_ok: bool, old_ok: bool) -> Non
     crew = CrewSpec.model_validate(
         {"name": "c", "tasks": [{"id": "t", "agent": "A"}], "status_path": status_path, "shape": "documented"}
     )
-    async with Simulator([crew], clock="manual") as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
-            kid = await kickoff(client, "c", {})
-            for path, ok in ((f"/c/status/{kid}", new_ok), (f"/c/{kid}/status", old_ok)):
-                response = await client.get(path)
-                if ok:
-                    assert response.json()["status"] == "running"
-                else:
-                    assert response.status_code == 404
-                    assert response.json() == {"error": "Not Found", "message": "The requested resource was not found"}
-            assert sim.count("c", "GET", "/status") == new_ok + old_ok
+    async with Simulator([crew], clock="manual") as sim, sim_http(sim) as client:
+        kid = await kickoff(client, "c", {})
+        for path, ok in ((f"/c/status/{kid}", new_ok), (f"/c/{kid}/status", old_ok)):
+            response = await client.get(path)
+            if ok:
+                assert response.json()["status"] == "running"
+            else:
+                assert response.status_code == 404
+                assert response.json() == {"error": "Not Found", "message": "The requested resource was not found"}
+        assert sim.count("c", "GET", "/status") == new_ok + old_ok
 
 
 async def test_documented_shape() -> None:
     crews = [c.model_copy(update={"shape": "documented"}) for c in builtin_crews()]
-    async with Simulator(crews, clock="manual") as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
-            kid = await kickoff(client, "research", {"topic": "t"})
-            body = await status(client, "research", kid)
-            assert body == {
-                "status": "running",
-                "current_task": "research_task",
-                "progress": {"completed_tasks": 0, "total_tasks": 2},
-            }
-            await sim.advance(4.0)  # paused: the documented shape has no such state
-            body = await status(client, "research", kid)
-            assert body == {
-                "status": "running",
-                "current_task": "write_task",
-                "progress": {"completed_tasks": 1, "total_tasks": 2},
-            }
-            await resume(client, "research", kid, "write_task", "", approve=True)
-            body = await status(client, "research", kid)
-            assert body["status"] == "completed"
-            assert body["execution_time"] == 4.0
-            assert body["result"]["tasks"][1] == {
-                "task_id": "write_task",
-                "output": "Report on t.",
-                "agent": "Writer",
-                "execution_time": 2.0,
-            }
+    async with Simulator(crews, clock="manual") as sim, sim_http(sim) as client:
+        kid = await kickoff(client, "research", {"topic": "t"})
+        body = await status(client, "research", kid)
+        assert body == {
+            "status": "running",
+            "current_task": "research_task",
+            "progress": {"completed_tasks": 0, "total_tasks": 2},
+        }
+        await sim.advance(4.0)  # paused: the documented shape has no such state
+        body = await status(client, "research", kid)
+        assert body == {
+            "status": "running",
+            "current_task": "write_task",
+            "progress": {"completed_tasks": 1, "total_tasks": 2},
+        }
+        await resume(client, "research", kid, "write_task", "", approve=True)
+        body = await status(client, "research", kid)
+        assert body["status"] == "completed"
+        assert body["execution_time"] == 4.0
+        assert body["result"]["tasks"][1] == {
+            "task_id": "write_task",
+            "output": "Report on t.",
+            "agent": "Writer",
+            "execution_time": 2.0,
+        }
 
-            kid = await kickoff(client, "flaky", {"topic": "t"})
-            await sim.advance(3.0)
-            body = await status(client, "flaky", kid)
-            assert body["status"] == "error"
-            assert body["execution_time"] == 3.0
-            assert normalize_status(kid, body).state is ExecutionState.FAILED
+        kid = await kickoff(client, "flaky", {"topic": "t"})
+        await sim.advance(3.0)
+        body = await status(client, "flaky", kid)
+        assert body["status"] == "error"
+        assert body["execution_time"] == 3.0
+        assert normalize_status(kid, body).state is ExecutionState.FAILED
 
 
 # ------------------------------------------------------------------------------------------------ stop
@@ -360,32 +352,28 @@ async def test_stop_sends_the_crew_webhook(sim: Simulator, sim_client: httpx2.As
 
 async def test_stop_in_the_documented_shape() -> None:
     crews = [c.model_copy(update={"shape": "documented"}) for c in builtin_crews()]
-    async with Simulator(crews, clock="manual", token=None) as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
-            kid = await kickoff(client, "research", {"topic": "t"})
-            await sim.advance(3.0)
-            assert (await stop(client, "research", kid)).status_code == 200
-            body = await status(client, "research", kid)
-            assert body == {"status": "revoked", "execution_time": 3.0}
-            assert normalize_status(kid, body).state is ExecutionState.CANCELLED
+    async with Simulator(crews, clock="manual", token=None) as sim, sim_http(sim) as client:
+        kid = await kickoff(client, "research", {"topic": "t"})
+        await sim.advance(3.0)
+        assert (await stop(client, "research", kid)).status_code == 200
+        body = await status(client, "research", kid)
+        assert body == {"status": "revoked", "execution_time": 3.0}
+        assert normalize_status(kid, body).state is ExecutionState.CANCELLED
 
 
 @pytest.mark.parametrize(("variant", "allow"), [("404", None), ("405", "GET")])
 async def test_a_deployment_without_stop(variant: str, allow: str | None) -> None:
     crew = CrewSpec.model_validate({"name": "old", "tasks": [{"id": "t", "agent": "A"}], "stop_endpoint": variant})
-    async with Simulator([crew], clock="manual") as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
-            kid = await kickoff(client, "old", {})
-            for method in ("POST", "GET"):
-                response = await client.request(method, f"/old/stop/{kid}")
-                assert response.status_code == int(variant)
-                assert response.headers.get("allow") == allow
-                assert set(response.json()) == {"error", "message"}
-            assert (await status(client, "old", kid))["state"] == "RUNNING"
-            assert sim.count("old", "POST", "/stop") == 1
-            assert (await client.post(f"/old/stop/{kid}", headers={"Authorization": "Bearer x"})).status_code == 401
+    async with Simulator([crew], clock="manual") as sim, sim_http(sim) as client:
+        kid = await kickoff(client, "old", {})
+        for method in ("POST", "GET"):
+            response = await client.request(method, f"/old/stop/{kid}")
+            assert response.status_code == int(variant)
+            assert response.headers.get("allow") == allow
+            assert set(response.json()) == {"error", "message"}
+        assert (await status(client, "old", kid))["state"] == "RUNNING"
+        assert sim.count("old", "POST", "/stop") == 1
+        assert (await client.post(f"/old/stop/{kid}", headers={"Authorization": "Bearer x"})).status_code == 401
 
 
 # ------------------------------------------------------------------------------------------ webhooks
@@ -697,12 +685,11 @@ def test_load_crews_missing_file(tmp_path: Path) -> None:
 
 
 async def test_run_clock_drives_a_wall_clock_simulator_in_process() -> None:
-    async with Simulator(clock="wall", time_scale=0.001) as sim:
-        transport = httpx2.ASGITransport(app=sim.app)  # no lifespan here: run_clock() stands in for it
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
-            with anyio.fail_after(5):
-                async with sink() as (receiver, hook_root), anyio.create_task_group() as tg:
-                    tg.start_soon(sim.run_clock)
-                    await kickoff(client, "trip_planner", TRIP_INPUTS, crewWebhookUrl=f"{hook_root}/crew")
-                    await receiver.crew_done.wait()
-                    tg.cancel_scope.cancel()
+    # No lifespan under sim_http: run_clock() stands in for it.
+    async with Simulator(clock="wall", time_scale=0.001) as sim, sim_http(sim) as client:
+        with anyio.fail_after(5):
+            async with sink() as (receiver, hook_root), anyio.create_task_group() as tg:
+                tg.start_soon(sim.run_clock)
+                await kickoff(client, "trip_planner", TRIP_INPUTS, crewWebhookUrl=f"{hook_root}/crew")
+                await receiver.crew_done.wait()
+                tg.cancel_scope.cancel()

@@ -17,11 +17,11 @@ import yaml
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_schema_validator import OAS30Validator
+from sim_support import sim_http
 
-from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, builtin_crews
+from crew_mcp.simulator import Simulator, builtin_crews
 
 REFERENCE = Path(__file__).resolve().parent / "contracts"
-AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 UNKNOWN_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 TRIP_INPUTS = {"budget": "1000 USD", "interests": "food", "duration": "7 days", "age": "35"}
 
@@ -61,10 +61,8 @@ class Checked:
 @pytest.fixture
 async def documented(openapi: OpenAPI) -> Any:
     crews = [c.model_copy(update={"shape": "documented"}) for c in builtin_crews()]
-    async with Simulator(crews, clock="manual") as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=AUTH) as client:
-            yield sim, Checked(client, openapi)
+    async with Simulator(crews, clock="manual") as sim, sim_http(sim) as client:
+        yield sim, Checked(client, openapi)
 
 
 async def test_documented_mode_matches_the_openapi(documented: tuple[Simulator, Checked]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from sim_support import kickoff, resume, sink, status
+from sim_support import kickoff, resume, sim_http, sink, status
 
 from crew_mcp.simulator import CrewSpec, InputSpec, Simulator, SimulatorStateError, TaskSpec, serve_simulator
 from crew_mcp.simulator.durable import SCHEMA_VERSION, dump, load
@@ -44,10 +44,9 @@ NOT_FOUND_STATUS = "No execution found with ID: {}"
 async def opened(path: Path, **kwargs: Any) -> AsyncIterator[tuple[Simulator, httpx2.AsyncClient]]:
     """A durable simulator on ``path`` (no token) and an in-process client of it."""
     kwargs.setdefault("token", None)
-    async with Simulator(kwargs.pop("crews", [REVIEW, GATE]), state_path=path, **kwargs) as sim:
-        transport = httpx2.ASGITransport(app=sim.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
-            yield sim, client
+    crews = kwargs.pop("crews", [REVIEW, GATE])
+    async with Simulator(crews, state_path=path, **kwargs) as sim, sim_http(sim) as client:
+        yield sim, client
 
 
 async def test_a_run_started_by_one_simulator_is_followed_and_decided_by_another(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from hitl_support import ok
 from mcp import Client
 from mcp.client.sse import sse_client
-from test_http import TRIP, Stack, call, serve_crew_mcp
+from test_http import TRIP, Stack, serve_crew_mcp
 
 from crew_mcp.settings import load_settings
 from crew_mcp.simulator import Simulator, serve_simulator
@@ -36,12 +37,12 @@ async def test_an_sse_client_runs_a_crew_and_streamable_http_sees_the_same_run(s
         async with Client(sse_client(f"{stack.root}/sse"), mode="legacy") as client:
             names = {t.name for t in (await client.list_tools()).tools}
             assert {"kickoff_crew", "get_status"} <= names
-            run = await call(client, "kickoff_crew", {"inputs": TRIP, "conversation_id": "sse"})
+            run = await ok(client, "kickoff_crew", {"inputs": TRIP, "conversation_id": "sse"})
         await stack.sim.advance(3600)
         # One service behind both transports: the run the SSE connection started is followed over /mcp, and the
         # SSE connection closing did not stop the service.
         async with stack.client("auto") as client:
-            done = await call(client, "get_status", {"kickoff_id": run["kickoff_id"]})
+            done = await ok(client, "get_status", {"kickoff_id": run["kickoff_id"]})
         async with httpx2.AsyncClient() as http:
             health = await http.get(f"{stack.root}/healthz")
     assert done["state"] == "completed" and done["output"]["text"]

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import anyio
 import pytest
+from hitl_support import ERA
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIP = {"budget": "1000 USD", "interests": "food, hikes", "duration": "7 days", "age": 35}
-ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
 
 
 def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -13,12 +13,12 @@ import anyio
 import httpx2
 import pytest
 from apps_support import APPS
-from hitl_support import until
+from hitl_support import MODES, ok, read_json, refused, until
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 from mcp.types import PromptReference, ResourceUpdatedNotification
 from oauth_provider import MemoryStorage, OAuthProvider
-from team_support import CREWS, MODES, ok, refused, serve_team, text_of
+from team_support import CREWS, serve_team
 
 from crew_mcp.auth import SCOPE_READ, SCOPE_RUN
 
@@ -89,7 +89,7 @@ async def test_two_members_never_see_each_others_runs(oauth_provider: OAuthProvi
                     unknown = await refused(me, tool, {**args, "kickoff_id": UNKNOWN})
                     assert same_refusal(foreign, theirs, unknown), (foreign, unknown)
                 # Resources: one run, the conversation, the approvals.
-                assert (await text_of(me, f"crew://executions/{mine}"))["kickoff_id"] == mine
+                assert (await read_json(me, f"crew://executions/{mine}"))["kickoff_id"] == mine
                 errors = []
                 for kickoff_id in (theirs, UNKNOWN):
                     with pytest.raises(MCPError) as caught:
@@ -97,10 +97,10 @@ async def test_two_members_never_see_each_others_runs(oauth_provider: OAuthProvi
                     errors.append((caught.value.error.code, caught.value.error.message.replace(kickoff_id, "<id>")))
                 assert errors[0] == errors[1] and errors[0][0] == -32602
                 for conversation_id in set(conversations.values()):
-                    conversation = await text_of(me, f"crew://conversations/{conversation_id}")
+                    conversation = await read_json(me, f"crew://conversations/{conversation_id}")
                     shown = [r["kickoff_id"] for r in conversation.get("executions", [])]
                     assert shown == ([mine] if conversation_id == conversations[mine] else [])
-                assert (await text_of(me, "crew://approvals")).get("approvals", []) == []
+                assert (await read_json(me, "crew://approvals")).get("approvals", []) == []
 
             # Subscriptions: only one's own runs; another's is refused (or not honored) like an unknown one.
             if mode == "auto":
@@ -178,7 +178,7 @@ async def test_crews_are_limited_per_group_like_unknown_crews(oauth_provider: OA
             assert "trip_planner" not in await refused(ann, "list_inputs", {"crew": "content_pipeline"})
             with pytest.raises(MCPError):
                 await ann.read_resource("crew://trip_planner/inputs")
-            assert [c["name"] for c in (await text_of(ann, "crew://crews"))["crews"]] == ["research"]
+            assert [c["name"] for c in (await read_json(ann, "crew://crews"))["crews"]] == ["research"]
             # Nor do completions or a run looked up by id name the crews she may not use.
             offered = await ann.complete(
                 PromptReference(type="ref/prompt", name="run_crew"), {"name": "crew", "value": ""}

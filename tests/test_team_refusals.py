@@ -13,9 +13,10 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from hitl_support import MODES, ok, read_json, refused
 from mcp import MCPError
 from oauth_provider import OAuthProvider, SigningKey
-from team_support import MODES, TEAM_TOML, Team, ok, refused, serve_team, text_of
+from team_support import TEAM_TOML, Team, serve_team
 
 PROTOCOL = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
 HEADERS = {
@@ -232,7 +233,7 @@ async def test_no_token_reaches_the_crews_callers_logs_results_or_the_ledger(
                     said.append(json.dumps(await ok(client, tool, args)))
                 said.append(await refused(client, "get_status", {"kickoff_id": "00000000-0000-4000-8000-0000000000"}))
                 for uri in ("crew://crews", "crew://research/inputs", f"crew://executions/{run['kickoff_id']}"):
-                    said.append(json.dumps(await text_of(client, uri)))
+                    said.append(json.dumps(await read_json(client, uri)))
         tokens = [t for t in team.given_tokens if t]
         upstream_headers = json.dumps([headers for _, _, headers in team.upstream.requests])
         stored = ledger_bytes(tmp_path)

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oauth_provider import OAuthProvider
-from process_support import announced_url, tail
+from process_support import announced_url, reap, tail
 
 from crew_mcp.simulator import Simulator, serve_simulator
 
@@ -100,8 +100,5 @@ async def test_serving_every_interface_with_oauth_serves_the_team(
                     assert mine == [run.structured_content["kickoff_id"]]
                 assert sim.count("research", "POST", "/kickoff") == 2
             finally:
-                process.terminate()
-                with anyio.move_on_after(15):
-                    await process.wait()
-                await process.aclose()
+                await reap(process, grace=15)
     assert crew_token not in log.read_text(errors="replace")

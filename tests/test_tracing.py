@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from hitl_support import OWNER, instant_review_crew, service_opener
+from hitl_support import OWNER, instant_review_crew, ok, service_opener
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from obs_support import HeaderLog, spans
@@ -46,14 +46,6 @@ def ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[str]:
     return names
 
 
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
-
-
 async def test_each_tool_call_is_one_trace_holding_its_upstream_spans_whose_traceparent_reaches_the_crew() -> None:
     exporter = spans()
     sim = Simulator([instant_review_crew()], clock="manual")
@@ -61,10 +53,10 @@ async def test_each_tool_call_is_one_trace_holding_its_upstream_spans_whose_trac
     opener = service_opener(sim, transport=httpx2.ASGITransport(app=crew))
     async with sim, Client(build_server(Settings(owner=OWNER), opener=opener)) as client:
         exporter.clear()  # the handshake's spans
-        kickoff_id = (await call(client, "kickoff_crew", {"crew": "instant"}))["kickoff_id"]
-        await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 10})
-        await call(client, "resume_with_feedback", {"kickoff_id": kickoff_id, "approve": True})
-        await call(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 10})
+        kickoff_id = (await ok(client, "kickoff_crew", {"crew": "instant"}))["kickoff_id"]
+        await ok(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 10})
+        await ok(client, "resume_with_feedback", {"kickoff_id": kickoff_id, "approve": True})
+        await ok(client, "get_status", {"kickoff_id": kickoff_id, "wait_seconds": 10})
         unknown = await client.call_tool("kickoff_crew", {"crew": "no_such_crew"})
         assert unknown.is_error
 
@@ -250,7 +242,7 @@ async def test_a_stdio_server_exporting_to_the_console_keeps_stdout_for_mcp(tmp_
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as errlog, anyio.fail_after(60):
         async with Client(stdio_client(params, errlog=errlog), message_handler=on_message) as client:
-            crews = await call(client, "list_crews", {})
+            crews = await ok(client, "list_crews", {})
             assert crews["simulated"] is True
     assert garbage == []
     assert '"name": "tools/call list_crews"' in stderr.read_text()  # exported at shutdown, on stderr

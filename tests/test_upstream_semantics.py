@@ -11,16 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
-import httpx2
 import pytest
 import sim_support
 import stamina
-from hitl_support import OWNER, Env, documented, in_memory, instant_review_crew, read_json, until
+from hitl_support import OWNER, Env, documented, eventually, in_memory, instant_review_crew, read_json, until
 from mcp import Client
 
 from crew_mcp.adoption import ADOPT_MAX_CREWS, ADOPT_PER_MINUTE
@@ -30,14 +26,13 @@ from crew_mcp.ledger import RecordState, RunRecord
 from crew_mcp.runtime import Runtime
 from crew_mcp.server import INSTRUCTIONS, build_server
 from crew_mcp.settings import CrewConfig, Settings
-from crew_mcp.simulator import DEFAULT_TOKEN, Simulator, builtin_crews
+from crew_mcp.simulator import Simulator, builtin_crews
 from crew_mcp.views import Guidance, RunView
 
 CREWS = [*builtin_crews(), instant_review_crew()]
 RESEARCH_DOC = documented(next(c for c in builtin_crews() if c.name == "research"))
 MODE = "legacy"
 STATUS_ERROR = "Error executing tool get_status: "
-_T = TypeVar("_T")
 
 
 def not_found_text(kickoff_id: str) -> str:
@@ -48,25 +43,6 @@ def not_found_text(kickoff_id: str) -> str:
     )
 
 
-@asynccontextmanager
-async def outside(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
-    """A client that starts runs on the simulator directly, as the AMP dashboard or a script would."""
-    transport = httpx2.ASGITransport(app=sim.app)
-    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-    async with httpx2.AsyncClient(transport=transport, base_url="http://sim", headers=headers) as client:
-        yield client
-
-
-async def eventually(read: Callable[[], Awaitable[_T]], ok: Callable[[_T], bool], timeout: float = 5.0) -> _T:
-    """``read()`` again every 20 ms until ``ok`` holds for what it returns; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await read()
-            if ok(value):
-                return value
-            await anyio.sleep(0.02)
-
-
 def status_reads(sim: Simulator) -> dict[str, int]:
     return {name: sim.count(name, "GET", "/status") for name in sim.crews}
 
@@ -75,7 +51,7 @@ def status_reads(sim: Simulator) -> dict[str, int]:
 
 
 async def test_a_run_started_outside_is_adopted_followed_and_approved_like_any_other() -> None:
-    async with in_memory(MODE, crews=CREWS) as env, outside(env.sim) as dashboard:
+    async with in_memory(MODE, crews=CREWS) as env, sim_support.sim_http(env.sim) as dashboard:
         kid = await sim_support.kickoff(dashboard, "instant", {})
         await env.sim.advance(0)
         run = await env.call("get_status", {"kickoff_id": kid})
@@ -96,7 +72,7 @@ async def _text(env: Env, kid: str) -> str:
 
 
 async def test_with_several_crews_each_is_asked_in_turn_and_a_named_crew_alone() -> None:
-    async with in_memory(MODE, crews=CREWS) as env, outside(env.sim) as dashboard:
+    async with in_memory(MODE, crews=CREWS) as env, sim_support.sim_http(env.sim) as dashboard:
         kid = await sim_support.kickoff(dashboard, "instant", {})
         named = await sim_support.kickoff(dashboard, "instant", {})
         before = status_reads(env.sim)
@@ -131,7 +107,7 @@ async def test_an_id_no_crew_knows_is_not_found_after_a_bounded_number_of_lookup
 
 
 async def test_probing_unknown_ids_is_rate_limited_per_owner() -> None:
-    async with in_memory(MODE, crews=[instant_review_crew()]) as env, outside(env.sim) as dashboard:
+    async with in_memory(MODE, crews=[instant_review_crew()]) as env, sim_support.sim_http(env.sim) as dashboard:
         for i in range(ADOPT_PER_MINUTE):
             await env.error("get_status", {"kickoff_id": f"probe-{i}"})
         reads = env.sim.count("instant", "GET", "/status")
@@ -144,7 +120,7 @@ async def test_probing_unknown_ids_is_rate_limited_per_owner() -> None:
 
 async def test_adoption_can_be_turned_off() -> None:
     settings = Settings(owner=OWNER, adopt_runs=False)
-    async with in_memory(MODE, settings, crews=CREWS) as env, outside(env.sim) as dashboard:
+    async with in_memory(MODE, settings, crews=CREWS) as env, sim_support.sim_http(env.sim) as dashboard:
         kid = await sim_support.kickoff(dashboard, "instant", {})
         assert await env.error("get_status", {"kickoff_id": kid}) == STATUS_ERROR + not_found_text(kid)
         assert sum(status_reads(env.sim).values()) == 0

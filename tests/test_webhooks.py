@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from hitl_support import MODES, OWNER, documented, loopback_socket, serve_on
+from hitl_support import MODES, OWNER, documented, loopback_socket, ok, serve_on
 from mcp import Client
 
 from crew_mcp.app import build_app
@@ -63,19 +63,10 @@ async def servers(tmp_path: Path, crews: Sequence[CrewSpec] = CREWS, **settings:
             await ledger.aclose()
 
 
-async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await client.call_tool(tool, args)
-    assert not r.is_error, r.content
-    data: dict[str, Any] = r.structured_content or {}
-    assert data, r.content
-    return data
-
-
 async def test_each_kickoff_sends_its_own_secret_webhook_urls_on_this_server(tmp_path: Path) -> None:
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
         kids = [
-            (await _call(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": t}}))["kickoff_id"]
-            for t in "ab"
+            (await ok(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": t}}))["kickoff_id"] for t in "ab"
         ]
         secrets = []
         for kid in kids:
@@ -90,7 +81,7 @@ async def test_each_kickoff_sends_its_own_secret_webhook_urls_on_this_server(tmp
 
 async def test_task_step_and_crew_webhooks_finish_the_run_in_the_ledger_without_polling(tmp_path: Path) -> None:
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
-        kid = (await _call(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP}))["kickoff_id"]
+        kid = (await ok(client, "kickoff_crew", {"crew": "trip_planner", "inputs": TRIP}))["kickoff_id"]
         await s.sim.advance(3600)
         kinds = {d.kind for d in s.sim.webhook_log}
         assert kinds == {"step", "task", "crew"}
@@ -99,14 +90,14 @@ async def test_task_step_and_crew_webhooks_finish_the_run_in_the_ledger_without_
         assert record.state.value == "completed"
         assert record.status is not None and record.status.output is not None and record.status.output.text
         assert s.sim.count("trip_planner", "GET", "/status") == 0
-        done = await _call(client, "get_status", {"kickoff_id": kid})
+        done = await ok(client, "get_status", {"kickoff_id": kid})
         assert done["state"] == "completed" and done["from_ledger"] is True
         assert s.sim.count("trip_planner", "GET", "/status") == 0
 
 
 async def test_a_failed_run_reported_by_crew_webhook_keeps_the_crews_error(tmp_path: Path) -> None:
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
-        kid = (await _call(client, "kickoff_crew", {"crew": "flaky", "inputs": {"topic": "x"}}))["kickoff_id"]
+        kid = (await ok(client, "kickoff_crew", {"crew": "flaky", "inputs": {"topic": "x"}}))["kickoff_id"]
         await s.sim.advance(3600)
         record = await s.record(kid)
         assert record.state.value == "failed"
@@ -120,17 +111,17 @@ async def test_a_documented_shape_pause_arrives_by_webhook_and_is_approved_end_t
 ) -> None:
     crew = RESEARCH_DOC.name
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp", mode=mode) as client:
-        kid = (await _call(client, "kickoff_crew", {"crew": crew, "inputs": {"topic": "tides"}}))["kickoff_id"]
+        kid = (await ok(client, "kickoff_crew", {"crew": crew, "inputs": {"topic": "tides"}}))["kickoff_id"]
         await s.sim.advance(3600)
-        listed = await _call(client, "list_pending_approvals", {})
+        listed = await ok(client, "list_pending_approvals", {})
         assert [(a["kickoff_id"], a["task_id"], a["output"]) for a in listed["approvals"]] == [
             (kid, "write_task", "Report on tides.")
         ]
         assert s.sim.count(crew, "GET", "/status") == 0  # known from the webhook alone
 
-        paused = await _call(client, "get_status", {"kickoff_id": kid})
+        paused = await ok(client, "get_status", {"kickoff_id": kid})
         assert paused["state"] == "waiting_for_human" and paused["pending"]["task_id"] == "write_task"
-        resumed = await _call(client, "resume_with_feedback", {"kickoff_id": kid, "approve": True, "feedback": "OK"})
+        resumed = await ok(client, "resume_with_feedback", {"kickoff_id": kid, "approve": True, "feedback": "OK"})
         assert resumed["task_id"] == "write_task"
         record = await s.record(kid)
         assert record.webhooks is not None
@@ -145,7 +136,7 @@ async def test_a_documented_shape_pause_arrives_by_webhook_and_is_approved_end_t
 
 async def test_a_wrong_secret_or_unknown_run_gets_404_and_changes_nothing(tmp_path: Path) -> None:
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
-        kid = (await _call(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
+        kid = (await ok(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
         before = await s.record(kid)
         assert before.webhook_secret
         pause = {"kickoff_id": kid, "task_id": "write_task", "output": "forged", "status": "pending_human_input"}
@@ -168,7 +159,7 @@ async def test_a_wrong_secret_or_unknown_run_gets_404_and_changes_nothing(tmp_pa
 async def test_a_run_recorded_with_the_old_url_scheme_still_receives_its_webhooks(tmp_path: Path) -> None:
     # Runs kicked off before the request id was in the URL keep /webhooks/{secret}/{kind} for their life.
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
-        kid = (await _call(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
+        kid = (await ok(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
         before = await s.record(kid)
         assert before.webhook_secret
         pause = {"kickoff_id": kid, "task_id": "write_task", "output": "draft", "status": "pending_human_input"}
@@ -182,7 +173,7 @@ async def test_a_run_recorded_with_the_old_url_scheme_still_receives_its_webhook
 
 async def test_malformed_deep_or_non_object_json_gets_400_and_changes_nothing(tmp_path: Path) -> None:
     async with servers(tmp_path) as s, Client(f"{s.url}/mcp") as client:
-        kid = (await _call(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
+        kid = (await ok(client, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
         before = await s.record(kid)
         headers = {"content-type": "application/json"}
         bodies = [
@@ -204,7 +195,7 @@ async def test_malformed_deep_or_non_object_json_gets_400_and_changes_nothing(tm
 async def test_ten_http_clients_waiting_on_one_run_share_one_upstream_poll_loop(tmp_path: Path) -> None:
     """The default schedule polls at 0, 0.5, 1.25 s ...: ten clients must not poll more often than that."""
     async with servers(tmp_path, wait_cap_seconds=0.4) as s, Client(f"{s.url}/mcp") as first:
-        kid = (await _call(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
+        kid = (await ok(first, "kickoff_crew", {"crew": "research", "inputs": {"topic": "x"}}))["kickoff_id"]
         clients = [Client(f"{s.url}/mcp", mode=MODES[i % 2]) for i in range(10)]
         for c in clients:
             await c.__aenter__()
@@ -213,7 +204,7 @@ async def test_ten_http_clients_waiting_on_one_run_share_one_upstream_poll_loop(
             with anyio.fail_after(10):
                 async with anyio.create_task_group() as tg:
                     for c in clients:
-                        tg.start_soon(_call, c, "get_status", {"kickoff_id": kid, "wait_seconds": 30})
+                        tg.start_soon(ok, c, "get_status", {"kickoff_id": kid, "wait_seconds": 30})
             elapsed = time.monotonic() - started
         finally:
             for c in reversed(clients):

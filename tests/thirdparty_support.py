@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 import pytest
-from process_support import announced_url
+from process_support import announced_url, reap
 
 ROOT = Path(__file__).resolve().parents[1]
 THIRDPARTY = ROOT / ".thirdparty"
@@ -92,16 +92,7 @@ async def http_server(tmp_path: Path) -> AsyncIterator[str]:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
         yield url
     finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-            with anyio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
+        await reap(process)
 
 
 # ================================================================================ client scripts, per venv
