@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 import stamina
 from anyio.abc import Process
-from fleet_support import free_port
+from fleet_support import redis_server
 from hitl_support import OWNER, service_opener
 from mcp import Client, MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
+from process_support import free_port
 from sim_support import closed_port_url
 
 from crew_mcp.crewconfig import CrewConfig
@@ -44,27 +43,8 @@ async def private_redis(workdir: Path) -> AsyncIterator[tuple[int, Process]]:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     port = free_port()
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = await anyio.open_process(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    stream = await anyio.connect_tcp("127.0.0.1", port)
-                except OSError:
-                    await anyio.sleep(0.05)
-                    continue
-                async with stream:
-                    await stream.send(b"PING\r\n")
-                    if (await stream.receive()).startswith(b"+PONG"):
-                        break
+    async with redis_server(port, workdir) as process:
         yield port, process
-    finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            await process.aclose()
 
 
 async def error_of(client: Client, uri: str) -> tuple[int, str]:

@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx2
 import pytest
+from hitl_support import ERA, ok, read_json, refused
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from oauth_provider import OAuthProvider
-from team_support import ERA, Team, ok, refused, serve_team, text_of
+from team_support import Team, serve_team
 
 UNKNOWN_SESSION = "0123456789abcdef0123456789abcdef"
 
@@ -80,7 +81,7 @@ async def test_another_members_session_id_gives_none_of_her_runs(oauth_provider:
                 assert f"No run with kickoff_id {kickoff_id!r} is known to crew-mcp for you" in mine, mine
                 listed = await ok(bob, "list_executions", {"conversation_id": conversation})
                 assert listed["executions"] == [], listed
-                assert (await text_of(bob, f"crew://conversations/{conversation}")).get("executions", []) == []
+                assert (await read_json(bob, f"crew://conversations/{conversation}")).get("executions", []) == []
                 with pytest.raises(MCPError) as caught:
                     await bob.read_resource(f"crew://executions/{kickoff_id}")
                 assert caught.value.error.code == -32602
